@@ -1,0 +1,54 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PROBE_PORT ?= 8081
+
+.PHONY: run test lint format install migrate demo test-sqlite test-postgres clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+migrate: install
+	mkdir -p var
+	$(PY) manage.py migrate --noinput
+
+demo: migrate
+	$(PY) manage.py load_demo_data
+
+# Web, q2 worker and the local stand-in of the send API, on SQLite and the ORM broker
+# unless DATABASE_URL / REDIS_URL say otherwise. Ctrl-C stops them all.
+run: demo
+	DEBUG=$${DEBUG:-1} $(PY) manage.py run_stack --host $(HOST) --port $(PORT) --probe-port $(PROBE_PORT)
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: install
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+# The whole suite on SQLite; again on PostgreSQL (and Redis) when DATABASE_URL is set.
+test: lint test-sqlite test-postgres
+
+test-sqlite: install
+	mkdir -p var test-artifacts
+	env -u DATABASE_URL -u REDIS_URL $(PY) -m pytest $(PYTEST_ARGS)
+
+test-postgres: install
+	@if [ -n "$$DATABASE_URL" ]; then \
+		mkdir -p var test-artifacts && $(PY) -m pytest $(PYTEST_ARGS); \
+	else \
+		echo "DATABASE_URL is not set: the PostgreSQL pass is skipped"; \
+	fi
+
+clean:
+	rm -rf var/*.sqlite3* .pytest_cache

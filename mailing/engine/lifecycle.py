@@ -1,0 +1,105 @@
+"""The life of a mailing, driven by the dispatchers' frequent ticks: start, fan out, settle
+what can no longer be sent, finish. Each step is a conditional UPDATE, so any number of
+dispatchers may run the same tick at once and each change happens exactly once."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from django.db.models import Q
+
+from mailing.engine.fanout import fan_out
+from mailing.models import Mailing, MailingStatus, MessageStatus
+from mailing.transitions import settle_pending
+
+logger = logging.getLogger("mailing.engine")
+
+# A fan-out that has not completed in this long is presumed abandoned (its worker died).
+FANOUT_GRACE = timedelta(minutes=5)
+
+
+def start_due_mailings(now: datetime) -> list[int]:
+    """Scheduled mailings whose start has come become running."""
+    started = []
+    for mailing_id in Mailing.objects.filter(
+        status=MailingStatus.SCHEDULED, start_at__lte=now
+    ).values_list("id", flat=True):
+        if Mailing.objects.filter(pk=mailing_id, status=MailingStatus.SCHEDULED).update(
+            status=MailingStatus.RUNNING, updated_at=now
+        ):
+            logger.info("mailing started", extra={"mailing_id": mailing_id})
+            started.append(mailing_id)
+    return started
+
+
+def fan_out_started_mailings(now: datetime) -> list[int]:
+    """Running mailings without messages yet get them (claimed first, so one worker does it)."""
+    done = []
+    candidates = Mailing.objects.filter(
+        status__in=(MailingStatus.RUNNING, MailingStatus.PAUSED), fanned_out_at__isnull=True
+    )
+    for mailing in candidates:
+        claimed = (
+            Mailing.objects.filter(pk=mailing.pk, fanned_out_at__isnull=True)
+            .filter(Q(fanout_started_at__isnull=True) | Q(fanout_started_at__lt=now - FANOUT_GRACE))
+            .update(fanout_started_at=now)
+        )
+        if not claimed:
+            continue
+        fan_out(mailing, now)
+        done.append(mailing.pk)
+    return done
+
+
+def settle_unsendable(now: datetime) -> int:
+    """Pending messages of ended mailings expire; those of cancelled mailings are cancelled.
+
+    Messages held by a worker are left to it and settled on a later tick.
+    """
+    settled = 0
+    ended = Mailing.objects.filter(
+        status__in=(MailingStatus.RUNNING, MailingStatus.PAUSED), end_at__lte=now, pending__gt=0
+    ).values_list("id", flat=True)
+    for mailing_id in ended:
+        count = settle_pending(
+            mailing_id, MessageStatus.EXPIRED, now, reason="mailing ended before it was sent"
+        )
+        if count:
+            logger.info(
+                "%d messages expired at the end of the mailing",
+                count,
+                extra={"mailing_id": mailing_id, "expired_messages": count},
+            )
+        settled += count
+    cancelled = Mailing.objects.filter(status=MailingStatus.CANCELLED, pending__gt=0).values_list(
+        "id", flat=True
+    )
+    for mailing_id in cancelled:
+        settled += settle_pending(
+            mailing_id, MessageStatus.CANCELLED, now, reason="mailing cancelled"
+        )
+    return settled
+
+
+def finish_completed_mailings(now: datetime) -> list[int]:
+    """A mailing with every message settled is finished (a paused one only once it ended)."""
+    completed = Mailing.objects.filter(fanned_out_at__isnull=False, pending=0).filter(
+        Q(status=MailingStatus.RUNNING) | Q(status=MailingStatus.PAUSED, end_at__lte=now)
+    )
+    finished = []
+    for mailing_id, status in completed.values_list("id", "status"):
+        if Mailing.objects.filter(pk=mailing_id, status=status, pending=0).update(
+            status=MailingStatus.FINISHED, finished_at=now, updated_at=now
+        ):
+            logger.info("mailing finished", extra={"mailing_id": mailing_id})
+            finished.append(mailing_id)
+    return finished
+
+
+def tick(now: datetime) -> None:
+    """One pass of every lifecycle step; cheap when there is nothing to do."""
+    start_due_mailings(now)
+    fan_out_started_mailings(now)
+    settle_unsendable(now)
+    finish_completed_mailings(now)

@@ -1,0 +1,74 @@
+"""Facts about the send API shared by every worker: the send-rate budget and whether the
+provider has refused our credentials. Both live in one database row (id=1)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from datetime import datetime
+
+from django.db import transaction
+
+from mailing.models import ProviderState
+
+logger = logging.getLogger("mailing.engine")
+
+# The bucket holds at most this many seconds of sending, so a pause does not turn into a burst.
+BURST_SECONDS = 0.5
+
+
+def _locked_state() -> ProviderState:
+    ProviderState.objects.get_or_create(pk=1)
+    return ProviderState.objects.select_for_update().get(pk=1)
+
+
+def acquire_send_permits(wanted: int, rate: float, now: datetime) -> int:
+    """Take up to ``wanted`` permits from the shared token bucket refilled at ``rate``/s.
+
+    Every worker draws from the same bucket, so the limit holds across workers and hosts.
+    A rate of 0 (or less) means no limit.
+    """
+    if rate <= 0 or wanted <= 0:
+        return max(wanted, 0)
+    capacity = max(1.0, rate * BURST_SECONDS)
+    with transaction.atomic():
+        state = _locked_state()
+        refreshed = state.rate_refreshed_at or now
+        elapsed = max(0.0, (now - refreshed).total_seconds())
+        tokens = min(capacity, state.rate_tokens + elapsed * rate)
+        if state.rate_refreshed_at is None:
+            tokens = capacity
+        granted = min(wanted, math.floor(tokens))
+        state.rate_tokens = tokens - granted
+        state.rate_refreshed_at = now
+        state.save(update_fields=["rate_tokens", "rate_refreshed_at", "updated_at"])
+    return granted
+
+
+def mark_unauthorized(detail: str, now: datetime) -> None:
+    with transaction.atomic():
+        state = _locked_state()
+        first = state.auth_failed_at is None
+        state.auth_failed_at = now
+        state.auth_error = detail[:500]
+        state.save(update_fields=["auth_failed_at", "auth_error", "updated_at"])
+    if first:
+        logger.error(
+            "the send API refused our credentials (%s): sending is paused until PROBE_TOKEN "
+            "works again; messages are kept pending",
+            detail,
+            extra={"provider_auth": "refused"},
+        )
+
+
+def clear_unauthorized() -> None:
+    if ProviderState.objects.filter(pk=1, auth_failed_at__isnull=False).update(
+        auth_failed_at=None, auth_error=""
+    ):
+        logger.warning("the send API accepts our credentials again: sending resumes")
+
+
+def unauthorized_since() -> datetime | None:
+    return (
+        ProviderState.objects.filter(pk=1).values_list("auth_failed_at", flat=True).first()
+    )

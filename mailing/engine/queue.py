@@ -1,0 +1,269 @@
+"""The message table as a queue: claim due messages under a lease, record what happened.
+
+Claim and record are short transactions; the HTTP calls happen between them, outside any
+transaction. A claim sets ``claimed_by`` and pushes ``next_attempt_at`` forward by the lease,
+so the claim query is one indexed range scan per running mailing and a claim abandoned by a
+dead worker becomes due again by itself when the lease runs out.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from django.db import connection, transaction
+from django.db.models import Case, DateTimeField, F, Value, When
+
+from mailing.engine.backoff import retry_delay, throttle_delay
+from mailing.engine.provider import OutgoingMessage, Outcome, SendResult
+from mailing.engine.windows import is_inside_window, next_window_opening
+from mailing.models import Mailing, MailingStatus, Message, MessageStatus
+from mailing.transitions import shift_counters
+
+logger = logging.getLogger("mailing.engine")
+
+_rotation = itertools.count()
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A message in this worker's hands, with what the recorder needs to know about it."""
+
+    message: OutgoingMessage
+    attempts: int
+    end_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    base: float
+    cap: float
+
+
+@lru_cache(maxsize=1024)
+def _zone(name: str) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def _claim_sql() -> str:
+    table = Message._meta.db_table
+    # The literal 'pending' (not a parameter) lets the planner use the partial index.
+    lock = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
+    return (
+        f"UPDATE {table} SET claimed_by = %s, next_attempt_at = %s WHERE id IN ("
+        f"SELECT id FROM {table} WHERE mailing_id = %s AND status = 'pending' "
+        f"AND next_attempt_at <= %s ORDER BY next_attempt_at LIMIT %s{lock}) "
+        "RETURNING id, client_id, phone, timezone, attempts"
+    )
+
+
+def _claim_rows(mailing_id: int, worker_id: str, limit: int, now: datetime, lease: timedelta):
+    adapt = connection.ops.adapt_datetimefield_value
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _claim_sql(), [worker_id, adapt(now + lease), mailing_id, adapt(now), limit]
+        )
+        return cursor.fetchall()
+
+
+def _settle_claimed(mailing_id: int, ids: list[int], worker_id: str, status: str, reason: str) -> None:
+    changed = Message.objects.filter(
+        id__in=ids, status=MessageStatus.PENDING, claimed_by=worker_id
+    ).update(status=status, claimed_by=None, last_error=reason)
+    shift_counters(mailing_id, MessageStatus.PENDING, status, changed)
+
+
+def claim_due(worker_id: str, limit: int, now: datetime, lease: timedelta) -> list[Claimed]:
+    """Claim up to ``limit`` due messages of running mailings, shared fairly between them.
+
+    Claimed messages that may not be sent now are dealt with at once: a deleted client's
+    message is cancelled, and one outside its client's window waits for the window (or
+    expires when the window only opens after the mailing's end).
+    """
+    if limit <= 0:
+        return []
+    mailings = list(
+        Mailing.objects.filter(status=MailingStatus.RUNNING, end_at__gt=now, pending__gt=0)
+        .order_by("id")
+        .values_list("id", "end_at", "text", "window_start", "window_end")
+    )
+    if not mailings:
+        return []
+    shift = next(_rotation) % len(mailings)
+    mailings = mailings[shift:] + mailings[:shift]
+    claimed: list[Claimed] = []
+    with transaction.atomic():
+        for position, (mailing_id, end_at, text, window_start, window_end) in enumerate(mailings):
+            remaining = limit - len(claimed)
+            if remaining <= 0:
+                break
+            quota = -(-remaining // (len(mailings) - position))
+            rows = _claim_rows(mailing_id, worker_id, quota, now, lease)
+            orphaned, unknown_zone, expired = [], [], []
+            deferred: dict[datetime, list[int]] = defaultdict(list)
+            for message_id, client_id, phone, zone_name, attempts in rows:
+                if client_id is None:
+                    orphaned.append(message_id)
+                    continue
+                if window_start is not None:
+                    zone = _zone(zone_name)
+                    if zone is None:
+                        unknown_zone.append(message_id)
+                        continue
+                    if not is_inside_window(now, zone, window_start, window_end):
+                        opening = next_window_opening(now, zone, window_start, window_end)
+                        if opening >= end_at:
+                            expired.append(message_id)
+                        else:
+                            deferred[opening].append(message_id)
+                        continue
+                message = OutgoingMessage(message_id, phone, text, mailing_id, client_id)
+                claimed.append(Claimed(message, attempts, end_at))
+            _settle_claimed(mailing_id, orphaned, worker_id, MessageStatus.CANCELLED, "client deleted")
+            _settle_claimed(
+                mailing_id, unknown_zone, worker_id, MessageStatus.FAILED, "unknown client time zone"
+            )
+            _settle_claimed(
+                mailing_id,
+                expired,
+                worker_id,
+                MessageStatus.EXPIRED,
+                "send window does not open before the mailing ends",
+            )
+            for opening, ids in deferred.items():
+                Message.objects.filter(id__in=ids, claimed_by=worker_id).update(
+                    claimed_by=None, next_attempt_at=opening
+                )
+    return claimed
+
+
+# --- Recording ----------------------------------------------------------------------
+
+
+def _record_accepted(mailing_id: int, ids: list[int], now: datetime) -> None:
+    values = {"sent_at": now, "claimed_by": None, "last_error": "", "attempts": F("attempts") + 1}
+    # Whatever happened meanwhile, an accepted message is sent: the provider delivers it.
+    sent = Message.objects.filter(id__in=ids, status=MessageStatus.PENDING).update(
+        status=MessageStatus.SENT, **values
+    )
+    shift_counters(mailing_id, MessageStatus.PENDING, MessageStatus.SENT, sent)
+    if sent < len(ids):
+        for status in (MessageStatus.EXPIRED, MessageStatus.CANCELLED):
+            late = Message.objects.filter(id__in=ids, status=status).update(
+                status=MessageStatus.SENT, **values
+            )
+            shift_counters(mailing_id, status, MessageStatus.SENT, late)
+
+
+def _record_failed(mailing_id: int, results: list[SendResult], worker_id: str) -> None:
+    by_reason: dict[str, list[int]] = defaultdict(list)
+    for result in results:
+        by_reason[result.detail[:500]].append(result.message_id)
+    for reason, ids in by_reason.items():
+        failed = Message.objects.filter(
+            id__in=ids, status=MessageStatus.PENDING, claimed_by=worker_id
+        ).update(
+            status=MessageStatus.FAILED,
+            claimed_by=None,
+            last_error=reason,
+            attempts=F("attempts") + 1,
+        )
+        shift_counters(mailing_id, MessageStatus.PENDING, MessageStatus.FAILED, failed)
+
+
+def _next_attempt(claim: Claimed, result: SendResult, policy: RetryPolicy, now: datetime, rng):
+    attempts = claim.attempts + 1
+    if result.outcome == Outcome.THROTTLED:
+        delay = throttle_delay(result.retry_after, attempts, policy.base, policy.cap, rng)
+    else:
+        delay = retry_delay(attempts, policy.base, policy.cap, rng)
+    return now + timedelta(seconds=delay)
+
+
+def _record_retries(
+    pairs: list[tuple[Claimed, SendResult]],
+    worker_id: str,
+    policy: RetryPolicy,
+    now: datetime,
+    rng: random.Random,
+) -> None:
+    by_reason: dict[str, list[tuple[Claimed, SendResult]]] = defaultdict(list)
+    for claim, result in pairs:
+        by_reason[result.detail[:500]].append((claim, result))
+    for reason, group in by_reason.items():
+        when = Case(
+            *(
+                When(pk=claim.message.message_id, then=Value(_next_attempt(claim, result, policy, now, rng)))
+                for claim, result in group
+            ),
+            output_field=DateTimeField(),
+        )
+        Message.objects.filter(
+            id__in=[claim.message.message_id for claim, _ in group],
+            status=MessageStatus.PENDING,
+            claimed_by=worker_id,
+        ).update(
+            next_attempt_at=when, last_error=reason, attempts=F("attempts") + 1, claimed_by=None
+        )
+
+
+def release(ids: list[int], worker_id: str, now: datetime, reason: str | None = None) -> None:
+    """Hand messages back unsent and unburned (no attempt counted): due again at once."""
+    values: dict[str, object] = {"claimed_by": None, "next_attempt_at": now}
+    if reason is not None:
+        values["last_error"] = reason
+    Message.objects.filter(id__in=ids, status=MessageStatus.PENDING, claimed_by=worker_id).update(
+        **values
+    )
+
+
+def record_results(
+    worker_id: str,
+    outcomes: list[tuple[Claimed, SendResult | None]],
+    now: datetime,
+    policy: RetryPolicy,
+    rng: random.Random | None = None,
+) -> None:
+    """Write a batch of results back in one transaction, a few statements per mailing.
+
+    ``None`` as a result means the message was not sent (the mailing's end came, or the
+    worker is stopping): it is released, not counted as an attempt.
+    """
+    rng = rng or random.Random()
+    by_mailing: dict[int, list[tuple[Claimed, SendResult | None]]] = defaultdict(list)
+    for claim, result in outcomes:
+        by_mailing[claim.message.mailing_id].append((claim, result))
+    with transaction.atomic():
+        # Mailings in ascending id order: every writer locks counter rows in one order.
+        for mailing_id in sorted(by_mailing):
+            group = by_mailing[mailing_id]
+            accepted = [c.message.message_id for c, r in group if r and r.outcome == Outcome.ACCEPTED]
+            rejected = [r for _, r in group if r and r.outcome == Outcome.REJECTED]
+            retries = [
+                (c, r)
+                for c, r in group
+                if r and r.outcome in (Outcome.RETRY, Outcome.THROTTLED)
+            ]
+            unauthorized = [
+                c.message.message_id for c, r in group if r and r.outcome == Outcome.UNAUTHORIZED
+            ]
+            unsent = [c.message.message_id for c, r in group if r is None]
+            if accepted:
+                _record_accepted(mailing_id, accepted, now)
+            if rejected:
+                _record_failed(mailing_id, rejected, worker_id)
+            if retries:
+                _record_retries(retries, worker_id, policy, now, rng)
+            if unauthorized:
+                release(unauthorized, worker_id, now, "send API refused our credentials")
+            if unsent:
+                release(unsent, worker_id, now)

@@ -1,0 +1,46 @@
+"""``manage.py fake_provider``: run the local stand-in of the external send API.
+
+The options and the server live in mailing.fake_provider (usable without Django); this only
+adds Django's defaults (the token from settings.PROBE_TOKEN) and Django's error reporting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from mailing import fake_provider
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the local stand-in of the external send API, with fault injection, "
+        "until SIGINT/SIGTERM."
+    )
+    # It touches neither the database nor the models, so it should start even while the
+    # project's checks fail (e.g. mid-migration in a demo).
+    requires_system_checks: list[str] = []
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        fake_provider.add_arguments(parser)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["token"] is None:
+            options["token"] = settings.PROBE_TOKEN
+        try:
+            config = fake_provider.config_from_options(options)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+
+        def announce(base_url: str) -> None:
+            self.stdout.write(fake_provider.format_banner(base_url, config))
+            self.stdout.flush()  # stdout is a pipe under a supervisor or a test.
+
+        try:
+            fake_provider.run_forever(
+                config, options["host"], options["port"], options["record"], ready=announce
+            )
+        except OSError as exc:  # A taken port or an unwritable --record file: no traceback.
+            raise CommandError(str(exc)) from exc

@@ -1,0 +1,51 @@
+"""Demo data for `make run`: a few hundred clients across operators, tags and zones, and a
+staff user for API tokens. Running it again adds nothing."""
+
+from __future__ import annotations
+
+import itertools
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandParser
+
+from mailing.models import Client
+
+OPERATOR_CODES = ("900", "903", "916", "926", "977")
+TAGS = ("vip", "new", "regular", "")
+ZONES = (
+    "Europe/Moscow",
+    "Europe/Kaliningrad",
+    "Asia/Yekaterinburg",
+    "Asia/Novosibirsk",
+    "Asia/Vladivostok",
+)
+
+
+class Command(BaseCommand):
+    help = "Load demo clients and the demo staff user (idempotent)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--clients", type=int, default=300)
+
+    def handle(self, *args, clients: int, **options) -> None:
+        combos = itertools.cycle(itertools.product(OPERATOR_CODES, TAGS, ZONES))
+        rows = []
+        for number, (code, tag, zone) in zip(range(clients), combos, strict=False):
+            rows.append(
+                Client(
+                    phone=f"7{code}{number:07d}",
+                    operator_code=code,
+                    tag=tag,
+                    timezone=zone,
+                )
+            )
+        Client.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
+        user, created = get_user_model().objects.get_or_create(
+            username="demo", defaults={"is_staff": True, "email": "demo@example.com"}
+        )
+        if created:
+            user.set_unusable_password()
+            user.save()
+        self.stdout.write(
+            f"Demo data: {Client.objects.count()} clients; staff user '{user.username}'."
+        )

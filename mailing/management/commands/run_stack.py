@@ -1,0 +1,84 @@
+"""Start everything a developer needs (web, q2 worker, the send API stand-in) and stop it
+all on Ctrl-C: the process behind `make run`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+
+STOP_GRACE_SECONDS = 15
+
+
+class Command(BaseCommand):
+    help = "Run the web server, a q2 cluster and the local send API stand-in together."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--probe-port", type=int, default=8081)
+        parser.add_argument(
+            "--no-provider",
+            action="store_true",
+            help="do not start the stand-in (PROBE_URL points at a real provider)",
+        )
+
+    def handle(self, *args, host, port, probe_port, no_provider, **options) -> None:
+        env = dict(os.environ)
+        manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
+        commands: dict[str, list[str]] = {}
+        if not no_provider:
+            env["PROBE_URL"] = f"http://127.0.0.1:{probe_port}/v1"
+            env.setdefault("PROBE_TOKEN", settings.PROBE_TOKEN)
+            commands["send API stand-in"] = [*manage, "fake_provider", "--port", str(probe_port)]
+        commands["q2 worker"] = [*manage, "qcluster"]
+        commands["web"] = [*manage, "runserver", f"{host}:{port}", "--noreload"]
+
+        # Each child leads its own process group, so stopping reaches a child's own children
+        # (the q2 workers) and the terminal's Ctrl-C reaches only this supervisor.
+        children = {
+            name: subprocess.Popen(cmd, env=env, start_new_session=True)
+            for name, cmd in commands.items()
+        }
+        self.stdout.write(
+            f"\nMailing service: http://{host}:{port}/  API docs: http://{host}:{port}/docs/\n"
+            f"Send API: {env.get('PROBE_URL', settings.PROBE_URL)}\n"
+            "Ctrl-C stops everything.\n"
+        )
+        stopping = False
+
+        def request_stop(*_: object) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGTERM, request_stop)
+        exit_code = 0
+        while not stopping:
+            for name, child in children.items():
+                if child.poll() is not None:
+                    self.stderr.write(f"{name} exited with {child.returncode}; stopping the rest")
+                    exit_code = child.returncode or 1
+                    stopping = True
+            time.sleep(0.2)
+        self._stop_all(children)
+        if exit_code:
+            sys.exit(exit_code)
+
+    def _stop_all(self, children: dict[str, subprocess.Popen]) -> None:
+        for child in children.values():
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for name, child in children.items():
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.stderr.write(f"{name} did not stop in time; killing it")
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()

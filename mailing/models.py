@@ -1,0 +1,228 @@
+"""Clients, mailings and their messages: the message table is also the sending queue."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+from django.db.models.functions import Length
+
+models.TextField.register_lookup(Length)
+
+PHONE_REGEX = r"^7[0-9]{10}$"
+OPERATOR_CODE_REGEX = r"^[0-9]{3}$"
+
+
+class MailingStatus(models.TextChoices):
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    PAUSED = "paused"
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+
+
+class MessageStatus(models.TextChoices):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+# The per-status counter columns of Mailing, named after the statuses they count.
+COUNTER_FIELDS = tuple(status.value for status in MessageStatus)
+
+
+class Client(models.Model):
+    phone = models.CharField(max_length=11, unique=True)
+    operator_code = models.CharField(max_length=3)
+    tag = models.CharField(max_length=64, blank=True, default="")
+    timezone = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(phone__regex=PHONE_REGEX), name="client_phone_format"),
+            models.CheckConstraint(
+                condition=Q(operator_code__regex=OPERATOR_CODE_REGEX),
+                name="client_operator_code_format",
+            ),
+        ]
+        indexes = [
+            # Fan-out selects by (operator_code, tag); tag alone serves the tag-only filter.
+            models.Index(fields=["operator_code", "tag"], name="client_code_tag_idx"),
+            models.Index(fields=["tag"], name="client_tag_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.phone
+
+
+class Mailing(models.Model):
+    start_at = models.DateTimeField()
+    end_at = models.DateTimeField()
+    text = models.TextField()
+    operator_codes = models.JSONField(default=list, blank=True)
+    tags = models.JSONField(default=list, blank=True)
+    window_start = models.TimeField(null=True, blank=True)
+    window_end = models.TimeField(null=True, blank=True)
+    status = models.CharField(
+        max_length=16, choices=MailingStatus.choices, default=MailingStatus.SCHEDULED
+    )
+    # Fan-out is claimed (started) and completed in separate steps so that a worker that
+    # dies half-way is noticed and the idempotent fan-out is simply run again.
+    fanout_started_at = models.DateTimeField(null=True, blank=True)
+    fanned_out_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    # Per-status message counters, changed in the same transaction as the messages they
+    # count, so statistics read one row per mailing instead of scanning messages.
+    total = models.PositiveBigIntegerField(default=0)
+    pending = models.PositiveBigIntegerField(default=0)
+    sent = models.PositiveBigIntegerField(default=0)
+    failed = models.PositiveBigIntegerField(default=0)
+    expired = models.PositiveBigIntegerField(default=0)
+    cancelled = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(end_at__gt=F("start_at")), name="mailing_end_after_start"),
+            models.CheckConstraint(
+                condition=Q(status__in=MailingStatus.values), name="mailing_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(text__length__gte=1, text__length__lte=1000), name="mailing_text_length"
+            ),
+            models.CheckConstraint(
+                condition=(
+                    Q(window_start__isnull=True, window_end__isnull=True)
+                    | (
+                        Q(window_start__isnull=False, window_end__isnull=False)
+                        & ~Q(window_start=F("window_end"))
+                    )
+                ),
+                name="mailing_window_complete",
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    total=F("pending") + F("sent") + F("failed") + F("expired") + F("cancelled")
+                ),
+                name="mailing_counters_add_up",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["status", "start_at"], name="mailing_status_start_idx"),
+            models.Index(fields=["status", "end_at"], name="mailing_status_end_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Mailing {self.pk}"
+
+    @property
+    def has_window(self) -> bool:
+        return self.window_start is not None and self.window_end is not None
+
+    def counters(self) -> dict[str, int]:
+        return {"total": self.total} | {name: getattr(self, name) for name in COUNTER_FIELDS}
+
+
+class Message(models.Model):
+    mailing = models.ForeignKey(
+        Mailing, on_delete=models.CASCADE, related_name="messages", db_index=False
+    )
+    client = models.ForeignKey(
+        Client, on_delete=models.SET_NULL, null=True, blank=True, related_name="messages"
+    )
+    # Copies, so statistics and sending survive the client's edits and deletion.
+    phone = models.CharField(max_length=11)
+    timezone = models.CharField(max_length=64)
+    status = models.CharField(
+        max_length=16, choices=MessageStatus.choices, default=MessageStatus.PENDING
+    )
+    created_at = models.DateTimeField()
+    sent_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=500, blank=True, default="")
+    # When the message may next be tried: retry backoff, the client's window, and the
+    # lease of a worker that claimed it (a claim pushes it forward by the lease length,
+    # so an abandoned claim becomes due again by itself).
+    next_attempt_at = models.DateTimeField()
+    claimed_by = models.CharField(max_length=64, null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["mailing", "client"], name="message_one_per_client"),
+            models.CheckConstraint(
+                condition=Q(status__in=MessageStatus.values), name="message_status_valid"
+            ),
+            models.CheckConstraint(condition=Q(phone__regex=PHONE_REGEX), name="message_phone_format"),
+        ]
+        indexes = [
+            # The queue: one range scan per running mailing finds its due messages.
+            models.Index(
+                fields=["mailing", "next_attempt_at"],
+                condition=Q(status="pending"),
+                name="message_due_idx",
+            ),
+            models.Index(fields=["mailing", "status", "id"], name="message_mailing_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Message {self.pk}"
+
+
+class ApiToken(models.Model):
+    """A bearer token of the JSON API. Only a SHA-256 of the key is stored."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16)
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class DispatcherSlot(models.Model):
+    """One long-running dispatcher task per slot, kept alive across workers by a lease."""
+
+    slot = models.PositiveSmallIntegerField(unique=True)
+    owner = models.CharField(max_length=64, blank=True, default="")
+    lease_until = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    circuit_state = models.CharField(max_length=16, default="closed")
+
+    class Meta:
+        ordering = ["slot"]
+
+    def __str__(self) -> str:
+        return f"Dispatcher slot {self.slot}"
+
+
+class ProviderState(models.Model):
+    """Shared facts about the send API that every worker must honour (one row, id=1)."""
+
+    auth_failed_at = models.DateTimeField(null=True, blank=True)
+    auth_error = models.CharField(max_length=500, blank=True, default="")
+    # Shared token bucket of the send-rate limit.
+    rate_tokens = models.FloatField(default=0.0)
+    rate_refreshed_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return "Send API state"

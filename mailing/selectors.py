@@ -1,0 +1,174 @@
+"""Reads: audience matching, lists and statistics. Statistics read the mailing counters,
+so their cost grows with the number of mailings, never with the number of messages."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from django.db.models import Count, Q, QuerySet, Sum
+from django.utils import timezone
+
+from mailing.engine.windows import next_window_opening
+from mailing.models import (
+    COUNTER_FIELDS,
+    Client,
+    DispatcherSlot,
+    Mailing,
+    Message,
+    MessageStatus,
+    ProviderState,
+)
+
+FAILURE_SAMPLE = 10_000
+
+
+def audience_filter(operator_codes: list[str], tags: list[str]) -> Q:
+    """A client matches when its code is listed (or none is) AND its tag is (or none is)."""
+    condition = Q()
+    if operator_codes:
+        condition &= Q(operator_code__in=operator_codes)
+    if tags:
+        condition &= Q(tag__in=tags)
+    return condition
+
+
+def matching_clients(operator_codes: list[str], tags: list[str]) -> QuerySet[Client]:
+    return Client.objects.filter(audience_filter(operator_codes, tags))
+
+
+def list_clients(*, tag: str | None = None, operator_code: str | None = None) -> QuerySet[Client]:
+    clients = Client.objects.order_by("id")
+    if tag is not None:
+        clients = clients.filter(tag=tag)
+    if operator_code is not None:
+        clients = clients.filter(operator_code=operator_code)
+    return clients
+
+
+def list_mailings(*, status: str | None = None) -> QuerySet[Mailing]:
+    mailings = Mailing.objects.order_by("-id")
+    if status is not None:
+        mailings = mailings.filter(status=status)
+    return mailings
+
+
+def list_messages(mailing: Mailing, *, status: str | None = None) -> QuerySet[Message]:
+    messages = Message.objects.filter(mailing=mailing).order_by("id")
+    if status is not None:
+        messages = messages.filter(status=status)
+    return messages
+
+
+def counters_of(mailing: Mailing) -> dict[str, int]:
+    return mailing.counters()
+
+
+def preview_audience(
+    *,
+    operator_codes: list[str],
+    tags: list[str],
+    window: tuple | None = None,
+    start_at: datetime | None = None,
+    end_at: datetime | None = None,
+) -> dict[str, int]:
+    """How many clients a filter reaches; with a window and a period, how many of them
+    have their local window open at some time inside the period."""
+    per_zone = dict(
+        matching_clients(operator_codes, tags)
+        .order_by()
+        .values_list("timezone")
+        .annotate(n=Count("id"))
+        .values_list("timezone", "n")
+    )
+    matching = sum(per_zone.values())
+    reachable = matching
+    if window is not None and start_at is not None and end_at is not None:
+        start, end = window
+        reachable = sum(
+            count
+            for zone, count in per_zone.items()
+            if next_window_opening(start_at, ZoneInfo(zone), start, end) < end_at
+        )
+    return {"matching": matching, "reachable": reachable, "timezones": len(per_zone)}
+
+
+def failure_reasons(mailing: Mailing, limit: int = 5) -> list[dict[str, object]]:
+    """The most common reasons among the latest failures (a bounded sample, so this stays
+    cheap on a mailing with millions of messages)."""
+    latest_failed = (
+        Message.objects.filter(mailing=mailing, status=MessageStatus.FAILED)
+        .order_by("-id")
+        .values("id")[:FAILURE_SAMPLE]
+    )
+    rows = (
+        Message.objects.filter(id__in=latest_failed)
+        .values("last_error")
+        .annotate(count=Count("id"))
+        .order_by("-count", "last_error")[:limit]
+    )
+    return [{"reason": row["last_error"], "count": row["count"]} for row in rows]
+
+
+def mailing_stats(mailing: Mailing) -> dict[str, object]:
+    counters = mailing.counters()
+    done = counters["total"] - counters["pending"]
+    return {
+        "mailing_id": mailing.pk,
+        "status": mailing.status,
+        "stats": counters,
+        "progress": (done / counters["total"]) if counters["total"] else 1.0,
+        "fanned_out": mailing.fanned_out_at is not None,
+        "failure_reasons": failure_reasons(mailing) if counters["failed"] else [],
+    }
+
+
+def overall_stats() -> dict[str, object]:
+    mailings = list(Mailing.objects.order_by("-id").values("id", "status", "total", *COUNTER_FIELDS))
+    totals = Mailing.objects.aggregate(
+        total=Sum("total"), **{name: Sum(name) for name in COUNTER_FIELDS}
+    )
+    by_status = dict(
+        Mailing.objects.order_by().values_list("status").annotate(n=Count("id")).values_list(
+            "status", "n"
+        )
+    )
+    return {
+        "mailings": [
+            {
+                "id": row["id"],
+                "status": row["status"],
+                "stats": {"total": row["total"]} | {name: row[name] for name in COUNTER_FIELDS},
+            }
+            for row in mailings
+        ],
+        "totals": {name: value or 0 for name, value in totals.items()},
+        "mailings_by_status": by_status,
+    }
+
+
+# A dispatcher renews its heartbeat every tick; one silent for longer than this is not alive.
+DISPATCHER_ALIVE_WITHIN = timedelta(seconds=10)
+
+
+def provider_health(now: datetime | None = None) -> dict[str, object]:
+    """The send API as the workers see it: refused credentials and each dispatcher's circuit."""
+    now = now or timezone.now()
+    state = ProviderState.objects.filter(pk=1).values("auth_failed_at", "auth_error").first()
+    state = state or {"auth_failed_at": None, "auth_error": ""}
+    dispatchers = [
+        {
+            "slot": slot.slot,
+            "circuit_state": slot.circuit_state,
+            "heartbeat_at": slot.heartbeat_at,
+            "alive": slot.heartbeat_at is not None
+            and slot.heartbeat_at >= now - DISPATCHER_ALIVE_WITHIN,
+        }
+        for slot in DispatcherSlot.objects.order_by("slot")
+    ]
+    return {
+        "paused_for_credentials": state["auth_failed_at"] is not None,
+        "auth_error": state["auth_error"],
+        "auth_failed_at": state["auth_failed_at"],
+        "dispatchers": dispatchers,
+    }

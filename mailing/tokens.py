@@ -1,0 +1,89 @@
+"""API tokens: issue, revoke, authenticate. Only a SHA-256 of each key is ever stored.
+
+A key looks like ``mls_<43 url-safe characters>``; it is shown once, when issued. The first
+characters are kept as ``prefix`` so staff can tell their tokens apart in lists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from datetime import timedelta
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db.models import Q
+from django.utils import timezone
+
+from mailing.models import ApiToken
+
+logger = logging.getLogger("mailing.tokens")
+
+KEY_PREFIX = "mls_"
+PREFIX_LENGTH = 12
+NAME_MAX_LENGTH = 100
+# Keys we issue are 47 characters; anything much longer is not worth hashing.
+KEY_MAX_LENGTH = 128
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def issue_token(user: AbstractBaseUser, name: str) -> tuple[ApiToken, str]:
+    """Create a token for ``user``; returns the row and the raw key (shown once, never stored)."""
+    name = name.strip() if isinstance(name, str) else ""
+    if not name or len(name) > NAME_MAX_LENGTH or not name.isprintable():
+        raise ValidationError(
+            {"name": [f"A token name is 1 to {NAME_MAX_LENGTH} printable characters."]}
+        )
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(
+        user=user, name=name, prefix=key[:PREFIX_LENGTH], key_hash=hash_key(key)
+    )
+    logger.info(
+        "API token issued",
+        extra={"token_id": token.pk, "token_prefix": token.prefix, "user_id": user.pk},
+    )
+    return token, key
+
+
+def revoke_token(token: ApiToken) -> ApiToken:
+    """Revoke a token (idempotent: a second revoke keeps the first time)."""
+    now = timezone.now()
+    if ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=now):
+        logger.info(
+            "API token revoked", extra={"token_id": token.pk, "token_prefix": token.prefix}
+        )
+    token.refresh_from_db(fields=["revoked_at"])
+    return token
+
+
+def authenticate_key(key: str) -> AbstractBaseUser | None:
+    """The active staff user owning this live key, or None.
+
+    Marks the token used, at most once a minute (a conditional UPDATE, so busy clients do
+    not write on every request).
+    """
+    if not isinstance(key, str) or not key.startswith(KEY_PREFIX) or len(key) > KEY_MAX_LENGTH:
+        return None
+    token = (
+        ApiToken.objects.select_related("user")
+        .filter(
+            key_hash=hash_key(key),
+            revoked_at__isnull=True,
+            user__is_active=True,
+            user__is_staff=True,
+        )
+        .first()
+    )
+    if token is None:
+        return None
+    now = timezone.now()
+    if token.last_used_at is None or token.last_used_at < now - LAST_USED_RESOLUTION:
+        ApiToken.objects.filter(pk=token.pk).filter(
+            Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_RESOLUTION)
+        ).update(last_used_at=now)
+    return token.user

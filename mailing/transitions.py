@@ -1,0 +1,74 @@
+"""Bulk status changes of messages, always together with the mailing's counters.
+
+Every change of a message's status goes through here (or through the engine's recorder,
+which uses ``shift_counters``), inside the caller's transaction, so the per-status counters
+of a mailing are exact at every commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from django.db import transaction
+from django.db.models import F, Q, QuerySet
+
+from mailing.models import COUNTER_FIELDS, Mailing, Message, MessageStatus
+
+
+def shift_counters(mailing_id: int, from_status: str, to_status: str, count: int) -> None:
+    """Move ``count`` messages of one mailing from one status counter to another."""
+    if count <= 0 or from_status == to_status:
+        return
+    assert from_status in COUNTER_FIELDS and to_status in COUNTER_FIELDS
+    Mailing.objects.filter(pk=mailing_id).update(
+        **{from_status: F(from_status) - count, to_status: F(to_status) + count}
+    )
+
+
+def unleased(now: datetime) -> Q:
+    """Messages no worker holds right now: never claimed, or their claim has lapsed.
+
+    A message in a worker's hands may be accepted by the provider at any moment, so bulk
+    changes leave it alone; the worker records its result and a later pass catches the rest.
+    """
+    return Q(claimed_by__isnull=True) | Q(next_attempt_at__lte=now)
+
+
+def settle_pending(
+    mailing_id: int,
+    to_status: str,
+    now: datetime,
+    *,
+    only: Q | None = None,
+    reason: str = "",
+) -> int:
+    """Give every unleased pending message of a mailing a final status; returns how many."""
+    messages: QuerySet[Message] = Message.objects.filter(
+        unleased(now), mailing_id=mailing_id, status=MessageStatus.PENDING
+    )
+    if only is not None:
+        messages = messages.filter(only)
+    with transaction.atomic():
+        changed = messages.update(status=to_status, claimed_by=None, last_error=reason)
+        shift_counters(mailing_id, MessageStatus.PENDING, to_status, changed)
+    return changed
+
+
+def cancel_messages_of_client(client_id: int, now: datetime) -> int:
+    """Cancel the unleased pending messages of one client, in every mailing."""
+    mailing_ids: Iterable[int] = (
+        Message.objects.filter(client_id=client_id, status=MessageStatus.PENDING)
+        .values_list("mailing_id", flat=True)
+        .distinct()
+    )
+    cancelled = 0
+    for mailing_id in sorted(set(mailing_ids)):
+        cancelled += settle_pending(
+            mailing_id,
+            MessageStatus.CANCELLED,
+            now,
+            only=Q(client_id=client_id),
+            reason="client deleted",
+        )
+    return cancelled

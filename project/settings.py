@@ -1,0 +1,190 @@
+"""Settings, all read from environment variables with safe defaults.
+
+Every variable is documented in the README's settings table; keep both in step.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if raw.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean, got {raw!r}")
+
+
+def env_number(name: str, default: float, cast=float):
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return cast(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from exc
+
+
+def env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG and env_bool("REQUIRE_SECRET_KEY", False):
+        raise ImproperlyConfigured("SECRET_KEY must be set")
+    # A development-only key: REQUIRE_SECRET_KEY=1 in production refuses to start without one.
+    SECRET_KEY = "insecure-development-key-set-SECRET_KEY-in-production"
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_q",
+    "ninja",
+    "mailing",
+    "dashboard",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "mailing.logging.RequestIdMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "project.urls"
+WSGI_APPLICATION = "project.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -----------------------------------------------------------------
+DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # One writer at a time: IMMEDIATE transactions take the write lock up front, so a
+    # transaction never fails half-way on a lock upgrade; WAL lets readers run meanwhile.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    # Engine tests run several threads and processes against one database: a file, not memory.
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / "test.sqlite3")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Task queue (django-q2) -----------------------------------------------------
+REDIS_URL = env_str("REDIS_URL", "")
+Q_WORKERS = int(env_number("Q_WORKERS", 3, int))
+DISPATCHER_SLOTS = int(env_number("DISPATCHER_SLOTS", 1, int))
+DISPATCHER_RUN_SECONDS = env_number("DISPATCHER_RUN_SECONDS", 30.0)
+Q_CLUSTER = {
+    "name": env_str("Q_CLUSTER_NAME", "mailing"),
+    "workers": Q_WORKERS,
+    # A dispatcher task runs DISPATCHER_RUN_SECONDS, then hands over to its successor.
+    "timeout": int(DISPATCHER_RUN_SECONDS) + 60,
+    "retry": int(DISPATCHER_RUN_SECONDS) + 120,
+    "max_attempts": 1,
+    "recycle": 200,
+    "save_limit": 250,
+    "ack_failures": True,
+    "catch_up": False,
+    "poll": 0.2,
+    "label": "Task queue",
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+# --- External send API ----------------------------------------------------------
+PROBE_URL = env_str("PROBE_URL", "http://127.0.0.1:8081/v1").rstrip("/")
+PROBE_TOKEN = env_str("PROBE_TOKEN", "dev-token")
+PROBE_CONNECT_TIMEOUT = env_number("PROBE_CONNECT_TIMEOUT", 3.0)
+PROBE_TOTAL_TIMEOUT = env_number("PROBE_TOTAL_TIMEOUT", 10.0)
+SEND_CONCURRENCY = int(env_number("SEND_CONCURRENCY", 100, int))
+SEND_RATE_LIMIT = env_number("SEND_RATE_LIMIT", 0.0)  # messages per second, all workers; 0 = none
+RETRY_BASE_SECONDS = env_number("RETRY_BASE_SECONDS", 5.0)
+RETRY_MAX_SECONDS = env_number("RETRY_MAX_SECONDS", 600.0)
+CLAIM_LEASE_SECONDS = env_number("CLAIM_LEASE_SECONDS", 60.0)
+CIRCUIT_FAILURE_THRESHOLD = int(env_number("CIRCUIT_FAILURE_THRESHOLD", 20, int))
+CIRCUIT_RESET_SECONDS = env_number("CIRCUIT_RESET_SECONDS", 10.0)
+AUTH_RETRY_SECONDS = env_number("AUTH_RETRY_SECONDS", 30.0)
+
+# --- Logging --------------------------------------------------------------------
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+LOG_FORMAT = env_str("LOG_FORMAT", "text")
+if LOG_FORMAT not in {"text", "json"}:
+    raise ImproperlyConfigured("LOG_FORMAT must be 'text' or 'json'")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"context": {"()": "mailing.logging.ContextFilter"}},
+    "formatters": {
+        "text": {"()": "mailing.logging.TextFormatter"},
+        "json": {"()": "mailing.logging.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["context"],
+        }
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "django_q": {"level": env_str("Q_LOG_LEVEL", "WARNING").upper()},
+    },
+}
+
+# --- Web ------------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+DATA_UPLOAD_MAX_MEMORY_SIZE = int(env_number("DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440, int))
+NINJA_PAGINATION_PER_PAGE = 50
+NINJA_PAGINATION_MAX_LIMIT = 1000

@@ -1,0 +1,177 @@
+"""Shared fixtures: the send API stand-in on loopback, clients, a dispatcher to drive."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from mailing.engine.dispatcher import Dispatcher, DispatcherConfig
+from mailing.engine.provider import HttpSendClient
+from mailing.engine.queue import RetryPolicy
+from mailing.fake_provider import FakeProviderServer, FaultConfig
+from mailing.models import Client
+
+TOKEN = "test-token"
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.02):
+    """Poll ``condition`` until it is truthy; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+def needs_postgres() -> pytest.MarkDecorator:
+    return pytest.mark.skipif(
+        not os.environ.get("DATABASE_URL", "").startswith(("postgres", "postgresql")),
+        reason="needs DATABASE_URL pointing at PostgreSQL",
+    )
+
+
+def needs_redis() -> pytest.MarkDecorator:
+    return pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs REDIS_URL")
+
+
+@pytest.fixture
+def provider() -> Iterator[FakeProviderServer]:
+    """The local stand-in of the send API, on a free loopback port, behaving perfectly."""
+    server = FakeProviderServer(FaultConfig(token=TOKEN, seed=1), host="127.0.0.1", port=0)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def provider_settings(settings, provider):
+    settings.PROBE_URL = provider.base_url
+    settings.PROBE_TOKEN = TOKEN
+    return settings
+
+
+def make_clients(
+    count: int,
+    *,
+    operator_code: str = "916",
+    tag: str = "",
+    timezone_name: str = "Europe/Moscow",
+    first: int = 0,
+) -> list[Client]:
+    rows = [
+        Client(
+            phone=f"7{operator_code}{number:07d}",
+            operator_code=operator_code,
+            tag=tag,
+            timezone=timezone_name,
+        )
+        for number in range(first, first + count)
+    ]
+    Client.objects.bulk_create(rows, batch_size=2000)
+    return rows
+
+
+FAST_CONFIG = DispatcherConfig(
+    concurrency=50,
+    lease=timedelta(seconds=30),
+    retry=RetryPolicy(base=0.05, cap=0.2),
+    auth_retry_seconds=0.3,
+    circuit_threshold=1000,
+    circuit_reset_seconds=0.3,
+    total_timeout=2.0,
+    tick_interval=0.1,
+    idle_poll=0.05,
+)
+
+
+class DispatcherThread:
+    """A real dispatcher (real HTTP client, real database) running beside the test."""
+
+    def __init__(self, base_url: str, config: DispatcherConfig, **kwargs) -> None:
+        self.config = config
+        self.dispatcher = Dispatcher(
+            config,
+            client_factory=lambda cfg: HttpSendClient(
+                base_url,
+                TOKEN,
+                connect_timeout=1.0,
+                total_timeout=cfg.total_timeout,
+                max_connections=cfg.concurrency,
+            ),
+            **kwargs,
+        )
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.dispatcher.run()
+        except BaseException as exc:  # surfaced by stop()
+            self.error = exc
+
+    def start(self) -> DispatcherThread:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.dispatcher.stop()
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive(), "dispatcher did not stop"
+        if self.error is not None:
+            raise self.error
+
+
+@pytest.fixture
+def dispatcher_factory(provider) -> Iterator[Callable[..., DispatcherThread]]:
+    started: list[DispatcherThread] = []
+
+    def start(config: DispatcherConfig = FAST_CONFIG, base_url: str | None = None, **changes):
+        config = dataclasses.replace(config, **changes) if changes else config
+        thread = DispatcherThread(base_url or provider.base_url, config).start()
+        started.append(thread)
+        return thread
+
+    yield start
+    for thread in started:
+        if thread.thread.is_alive():
+            thread.stop()
+
+
+def database_url_of_test_db() -> str:
+    """A DATABASE_URL for subprocesses (workers) that points at this test database."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    user = db.get("USER") or ""
+    host = db.get("HOST") or "127.0.0.1"
+    port = db.get("PORT") or 5432
+    return f"postgres://{user}@{host}:{port}/{db['NAME']}"
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="project.settings",
+        DATABASE_URL=database_url_of_test_db(),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def now_plus(seconds: float):
+    return timezone.now() + timedelta(seconds=seconds)
+

@@ -1,0 +1,533 @@
+"""The local stand-in of the external send API: protocol checks, every fault, admin, CLI.
+
+Plain pytest: no database. Servers run in a background thread on a free port; everything
+time-dependent waits on a condition with a deadline instead of sleeping and hoping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from mailing.fake_provider import (
+    FakeProviderServer,
+    FaultConfig,
+    config_from_options,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+TOKEN = "test-token"
+PHONE = 79161234567
+REPO_ROOT = Path(__file__).resolve().parent.parent
+OK = {"code": 0, "message": "OK"}
+
+
+def wait_until(condition: Callable[[], Any], deadline: float = 10.0, interval: float = 0.02) -> Any:
+    """Poll until condition() is truthy and return its value; fail at the deadline."""
+    end = time.monotonic() + deadline
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > end:
+            pytest.fail(f"condition not met within {deadline} s: {condition.__doc__ or condition}")
+        time.sleep(interval)
+
+
+def send(
+    server: FakeProviderServer,
+    msg_id: int,
+    *,
+    token: str | None = TOKEN,
+    body: Any = None,
+    path_id: Any = None,
+    timeout: float | tuple[float, float] = 5.0,
+    session: requests.Session | None = None,
+) -> requests.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    if body is None:
+        body = {"id": msg_id, "phone": PHONE, "text": "hello"}
+    url = f"{server.base_url}/send/{msg_id if path_id is None else path_id}"
+    kwargs: dict[str, Any] = {"data": body} if isinstance(body, bytes | str) else {"json": body}
+    return (session or requests).post(url, headers=headers, timeout=timeout, **kwargs)
+
+
+def raw_send_request(msg_id: int) -> bytes:
+    """A valid send request as raw HTTP/1.1 bytes, for tests that watch the socket itself."""
+    body = json.dumps({"id": msg_id, "phone": PHONE, "text": "hi"}).encode()
+    head = (
+        f"POST /v1/send/{msg_id} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def admin(server: FakeProviderServer, name: str, payload: Any = None) -> requests.Response:
+    url = f"{server.admin_url}/{name}"
+    if payload is None and name in {"stats", "accepted", "config"}:
+        return requests.get(url, timeout=5)
+    return requests.post(url, json=payload, timeout=5)
+
+
+@pytest.fixture
+def make_server() -> Iterator[Callable[..., FakeProviderServer]]:
+    servers: list[FakeProviderServer] = []
+
+    def make(record_path: Path | None = None, **fields: Any) -> FakeProviderServer:
+        fields.setdefault("token", TOKEN)
+        server = FakeProviderServer(FaultConfig(**fields), record_path=record_path)
+        servers.append(server)
+        return server.start()
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def server(make_server: Callable[..., FakeProviderServer]) -> FakeProviderServer:
+    return make_server()
+
+
+def test_accepts_a_valid_request_and_records_it(server: FakeProviderServer) -> None:
+    assert server.base_url == f"http://127.0.0.1:{server.port}/v1"
+    response = send(server, 42)
+
+    assert response.status_code == 200
+    assert response.json() == OK
+    assert server.recorder.count_of(42) == 1
+    stats = admin(server, "stats").json()
+    assert stats["requests"] == 1
+    assert stats["accepted"] == 1
+    assert stats["unique_accepted"] == 1
+    assert stats["duplicates"] == {}
+    assert stats["by_outcome"]["accepted"] == 1
+    accepted = admin(server, "accepted").json()
+    assert accepted["ids"] == [42]
+    assert abs(accepted["last_accepted_at"]["42"] - time.time()) < 60
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"bearer {TOKEN}"},
+        {"Authorization": f"Token {TOKEN}"},
+    ],
+    ids=["missing", "wrong-token", "lowercase-scheme", "other-scheme"],
+)
+def test_unauthorized(server: FakeProviderServer, headers: dict[str, str]) -> None:
+    response = requests.post(
+        f"{server.base_url}/send/1",
+        json={"id": 1, "phone": PHONE, "text": "hi"},
+        headers=headers,
+        timeout=5,
+    )
+
+    assert response.status_code == 401
+    assert response.json()["code"] == 401
+    assert response.json()["message"]
+    assert server.recorder.accepted == 0
+    assert server.recorder.by_outcome["unauthorized"] == 1
+
+
+@pytest.mark.parametrize(
+    ("path_id", "body"),
+    [
+        (8, {"id": 7, "phone": PHONE, "text": "hi"}),
+        ("abc", {"id": 7, "phone": PHONE, "text": "hi"}),
+        (7, {"id": "7", "phone": PHONE, "text": "hi"}),
+        (7, {"id": 7, "phone": 89161234567, "text": "hi"}),
+        (7, {"id": 7, "phone": 7916123456, "text": "hi"}),
+        (7, {"id": 7, "phone": str(PHONE), "text": "hi"}),
+        (7, {"id": 7, "phone": PHONE, "text": ""}),
+        (7, {"id": 7, "phone": PHONE}),
+        (7, b"this is not json"),
+        (7, b"[1, 2, 3]"),
+    ],
+    ids=[
+        "id-differs-from-path",
+        "path-not-integer",
+        "id-not-integer",
+        "phone-not-starting-with-7",
+        "phone-10-digits",
+        "phone-as-string",
+        "empty-text",
+        "missing-text",
+        "not-json",
+        "not-an-object",
+    ],
+)
+def test_bad_request(server: FakeProviderServer, path_id: Any, body: Any) -> None:
+    response = send(server, 7, body=body, path_id=path_id)
+
+    assert response.status_code == 400
+    assert response.json()["code"] == 400
+    assert response.json()["message"]
+    assert server.recorder.accepted == 0
+    assert server.recorder.by_outcome["bad_request"] == 1
+
+
+def test_error_rate_answers_server_errors(make_server: Callable[..., FakeProviderServer]) -> None:
+    server = make_server(error_rate=1.0, seed=1)
+    statuses = {send(server, i).status_code for i in range(30)}
+
+    assert statuses <= {500, 502, 503}
+    assert len(statuses) > 1, "the three error kinds should all show up"
+    assert server.recorder.accepted == 0
+    assert server.recorder.by_outcome["error"] == 30
+
+
+def test_throttle_answers_429_with_retry_after(
+    make_server: Callable[..., FakeProviderServer],
+) -> None:
+    server = make_server(throttle_rate=1.0, retry_after=3)
+    response = send(server, 1)
+
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "3"
+    assert server.recorder.accepted == 0
+
+
+def test_malformed_bodies_are_not_a_valid_result(
+    make_server: Callable[..., FakeProviderServer],
+) -> None:
+    server = make_server(malformed_rate=1.0, seed=3)
+    bodies = set()
+    for i in range(40):
+        response = send(server, i)
+        assert response.status_code == 200
+        bodies.add(response.content)
+        try:
+            parsed = json.loads(response.content)
+        except ValueError:
+            continue
+        assert not (isinstance(parsed, dict) and "code" in parsed), parsed
+
+    assert len(bodies) == 4, "text, truncated JSON, JSON without code and HTML"
+    assert server.recorder.accepted == 0
+
+
+def test_reject_answers_code_1(make_server: Callable[..., FakeProviderServer]) -> None:
+    server = make_server(reject_rate=1.0)
+    response = send(server, 1)
+
+    assert response.status_code == 200
+    assert response.json()["code"] == 1
+    assert server.recorder.accepted == 0
+    assert server.recorder.by_outcome["rejected"] == 1
+
+
+def test_reset_drops_the_connection(make_server: Callable[..., FakeProviderServer]) -> None:
+    server = make_server(reset_rate=1.0)
+
+    with pytest.raises(requests.ConnectionError):
+        send(server, 1)
+    assert server.recorder.by_outcome["reset"] == 1
+    assert server.recorder.accepted == 0
+
+
+def test_timeout_hangs_past_the_client_read_timeout(
+    make_server: Callable[..., FakeProviderServer],
+) -> None:
+    server = make_server(timeout_rate=1.0, hang_seconds=2)
+    started = time.monotonic()
+
+    with pytest.raises(requests.ReadTimeout):
+        send(server, 1, timeout=(2.0, 0.5))
+    assert time.monotonic() - started < 2.0
+    assert server.recorder.by_outcome["timeout"] == 1
+    assert server.recorder.accepted == 0
+
+
+def test_drip_sends_the_body_one_byte_at_a_time(
+    make_server: Callable[..., FakeProviderServer],
+) -> None:
+    server = make_server(drip_rate=1.0)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(raw_send_request(5))
+        received = b""
+
+        def first_body_byte() -> bool:
+            """the headers and the first body byte arrive"""
+            nonlocal received
+            sock.settimeout(0.05)
+            with contextlib.suppress(TimeoutError):
+                received += sock.recv(4096)
+            _, sep, rest = received.partition(b"\r\n\r\n")
+            return bool(sep and rest)
+
+        wait_until(first_body_byte, deadline=5)
+        head, _, content = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        length = int(re.search(rb"(?im)^content-length: *(\d+)", head).group(1))
+
+        # For the next half second the body must still be incomplete.
+        window_end = time.monotonic() + 0.5
+        while (remaining := window_end - time.monotonic()) > 0:
+            sock.settimeout(remaining)
+            try:
+                chunk = sock.recv(4096)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            content += chunk
+        assert 1 <= len(content) < length
+
+    # Delivered: the 200 OK is on its way, just slowly.
+    assert server.recorder.count_of(5) == 1
+    assert server.recorder.by_outcome["drip"] == 1
+
+
+def _connection_refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_outage_refuses_connections_then_recovers(
+    make_server: Callable[..., FakeProviderServer],
+) -> None:
+    server = make_server(outages=[(0.2, 1.0)])
+    port = server.port
+
+    def refused() -> bool:
+        """the port refuses connections"""
+        return _connection_refused(port)
+
+    wait_until(refused, deadline=10)
+    with pytest.raises(requests.ConnectionError):
+        send(server, 1, timeout=(1.0, 1.0))
+
+    def answers() -> bool:
+        """a send succeeds again on the same port"""
+        try:
+            return send(server, 2, timeout=(1.0, 2.0)).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    wait_until(answers, deadline=10)
+    assert server.port == port
+    assert server.recorder.count_of(2) == 1
+    assert server.recorder.count_of(1) == 0
+
+
+def test_outage_drops_open_keep_alive_connections(
+    make_server: Callable[..., FakeProviderServer],
+) -> None:
+    server = make_server(outages=[(0.5, 1.0)])
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(raw_send_request(1))
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")  # Keep-alive: the socket stays open.
+
+        def refused() -> bool:
+            """the port refuses connections"""
+            return _connection_refused(server.port)
+
+        wait_until(refused, deadline=10)
+        # A real outage does not keep answering on old connections: this one is reset too.
+        sock.settimeout(2)
+        with pytest.raises(ConnectionResetError):
+            sock.recv(4096)
+
+
+def test_duplicates_are_counted(server: FakeProviderServer) -> None:
+    for msg_id in (10, 11, 10, 10):
+        assert send(server, msg_id).json() == OK
+
+    stats = admin(server, "stats").json()
+    assert stats["accepted"] == 4
+    assert stats["unique_accepted"] == 2
+    assert stats["duplicates"] == {"10": 3}
+    assert admin(server, "accepted").json()["ids"] == [10, 11]
+    first = server.recorder.first_accepted_at()[10]
+    last = server.recorder.last_accepted_at()[10]
+    assert first <= last
+
+
+def test_admin_reset_clears_the_recorder(server: FakeProviderServer) -> None:
+    send(server, 1)
+    assert admin(server, "reset").status_code == 200
+
+    stats = admin(server, "stats").json()
+    assert stats["requests"] == 0
+    assert stats["accepted"] == 0
+    assert admin(server, "accepted").json()["ids"] == []
+
+
+def test_config_can_change_at_runtime(server: FakeProviderServer) -> None:
+    response = admin(server, "config", {"error_rate": 1, "latency_ms": 1})
+    assert response.status_code == 200
+    assert response.json()["error_rate"] == 1.0
+    assert send(server, 1).status_code in {500, 502, 503}
+
+    admin(server, "config", {"error_rate": 0, "token": "rotated"})
+    assert send(server, 2).status_code == 401
+    assert send(server, 3, token="rotated").json() == OK
+
+    server.update_config(reject_rate=1.0)
+    assert send(server, 4, token="rotated").json()["code"] == 1
+    assert admin(server, "config").json()["reject_rate"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"bogus": 1},
+        {"error_rate": 2},
+        {"error_rate": True},
+        {"latency_ms": -1},
+        {"token": ""},
+        {"outages": [[1]]},
+        [1, 2],
+    ],
+    ids=[
+        "unknown-field",
+        "rate-above-1",
+        "rate-bool",
+        "negative-latency",
+        "empty-token",
+        "bad-outage",
+        "not-an-object",
+    ],
+)
+def test_bad_config_change_is_refused(server: FakeProviderServer, payload: Any) -> None:
+    response = admin(server, "config", payload)
+
+    assert response.status_code == 400
+    assert response.json()["message"]
+    assert server.config == FaultConfig(token=TOKEN)
+    if isinstance(payload, dict):
+        with pytest.raises(ValueError):
+            server.update_config(**payload)
+        assert server.config == FaultConfig(token=TOKEN)
+
+
+def test_record_file_gets_the_accepted_ids(
+    make_server: Callable[..., FakeProviderServer], tmp_path: Path
+) -> None:
+    record = tmp_path / "accepted.jsonl"
+    server = make_server(record_path=record)
+    send(server, 100)
+    send(server, 101)
+    send(server, 7, body={"id": 8, "phone": PHONE, "text": "hi"})  # 400: not recorded
+
+    def recorded_lines() -> list[dict[str, Any]]:
+        """both deliveries are flushed to the record file while the server runs"""
+        lines = record.read_text().splitlines() if record.exists() else []
+        return [json.loads(line) for line in lines] if len(lines) >= 2 else []
+
+    lines = wait_until(recorded_lines, deadline=5)
+    assert [line["id"] for line in lines] == [100, 101]
+    assert all(line["phone"] == PHONE for line in lines)
+    assert all(abs(line["at"] - time.time()) < 60 for line in lines)
+
+
+def test_config_from_cli_options() -> None:
+    config = config_from_options(
+        {
+            "token": "t",
+            "error_rate": 0.5,
+            "outage": ["1:2", "5.5:0.5"],
+            "latency_ms": None,
+            "verbosity": 1,
+        }
+    )
+
+    assert config.error_rate == 0.5
+    assert config.outages == [(1.0, 2.0), (5.5, 0.5)]
+    assert config.latency_ms == 0.0
+    assert config.active_faults() == {"error_rate": 0.5, "outages": [[1.0, 2.0], [5.5, 0.5]]}
+    for bad in ({"error_rate": 1.5}, {"reset_rate": -0.1}, {"outage": ["5"]}, {"outage": ["a:1"]}):
+        with pytest.raises(ValueError):
+            config_from_options(bad)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["manage.py", "fake_provider"], ["-m", "mailing.fake_provider"]],
+    ids=["manage.py", "python-m"],
+)
+def test_cli_serves_until_sigterm(command: list[str]) -> None:
+    port = _free_port()
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings", "PROBE_TOKEN": "cli-token"}
+    proc = subprocess.Popen(
+        [sys.executable, *command, "--port", str(port), "--latency-ms", "1"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/v1/send/1"
+
+        def answers() -> requests.Response | None:
+            """the CLI server answers"""
+            if proc.poll() is not None:
+                pytest.fail(f"exited early with {proc.returncode}: {proc.communicate()[1]}")
+            try:
+                return requests.post(
+                    url,
+                    json={"id": 1, "phone": PHONE, "text": "hi"},
+                    # The token defaults to PROBE_TOKEN (via settings for manage.py).
+                    headers={"Authorization": "Bearer cli-token"},
+                    timeout=2,
+                )
+            except requests.ConnectionError:
+                return None
+
+        response = wait_until(answers, deadline=30, interval=0.1)
+        assert response.status_code == 200
+        assert response.json() == OK
+
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+    assert proc.returncode == 0, stderr
+    assert f"PROBE_URL=http://127.0.0.1:{port}/v1" in stdout
+    assert "latency_ms=1.0" in stdout
+
+
+def test_manage_py_rejects_a_rate_outside_0_1() -> None:
+    result = subprocess.run(
+        [sys.executable, "manage.py", "fake_provider", "--port", "0", "--error-rate", "1.5"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+    assert result.returncode == 1
+    assert "CommandError" in result.stderr
+    assert "error_rate" in result.stderr
