@@ -35,6 +35,10 @@ client's handling of permanent errors can be tested deterministically.
 
 The stand-in does not de-duplicate: every delivery of the same id is recorded again, so the
 admin stats show exactly how many times a client caused a message to be delivered.
+
+Admin endpoints (no auth: the stand-in binds loopback unless told otherwise):
+``GET /_admin/stats``, ``GET /_admin/accepted``, ``GET|POST /_admin/config`` (POST a JSON object
+of FaultConfig fields to change them at runtime), ``POST /_admin/reset`` (clears the recorder).
 """
 
 from __future__ import annotations
@@ -717,8 +721,9 @@ class FakeProviderServer:
 
     def start(self, timeout: float = 10.0) -> FakeProviderServer:
         """Start serving; returns once the port is listening (raises if it cannot)."""
-        if self._thread is not None:
-            raise RuntimeError("FakeProviderServer already started")
+        if self._thread is not None or self._loop is not None:
+            # The app's runner cannot be set up twice; make a new server instead.
+            raise RuntimeError("a FakeProviderServer can only be started once")
         ready: concurrent.futures.Future[int] = concurrent.futures.Future()
         self._thread = threading.Thread(
             target=self._run, args=(ready,), name="fake-provider", daemon=True

@@ -44,7 +44,9 @@ class Client(models.Model):
     class Meta:
         ordering = ["id"]
         constraints = [
-            models.CheckConstraint(condition=Q(phone__regex=PHONE_REGEX), name="client_phone_format"),
+            models.CheckConstraint(
+                condition=Q(phone__regex=PHONE_REGEX), name="client_phone_format"
+            ),
             models.CheckConstraint(
                 condition=Q(operator_code__regex=OPERATOR_CODE_REGEX),
                 name="client_operator_code_format",
@@ -91,7 +93,9 @@ class Mailing(models.Model):
     class Meta:
         ordering = ["-id"]
         constraints = [
-            models.CheckConstraint(condition=Q(end_at__gt=F("start_at")), name="mailing_end_after_start"),
+            models.CheckConstraint(
+                condition=Q(end_at__gt=F("start_at")), name="mailing_end_after_start"
+            ),
             models.CheckConstraint(
                 condition=Q(status__in=MailingStatus.values), name="mailing_status_valid"
             ),
@@ -152,7 +156,8 @@ class Message(models.Model):
     # lease of a worker that claimed it (a claim pushes it forward by the lease length,
     # so an abandoned claim becomes due again by itself).
     next_attempt_at = models.DateTimeField()
-    claimed_by = models.CharField(max_length=64, null=True, blank=True)
+    # NULL, not "", means unclaimed: the claim and lease checks test it with IS NULL.
+    claimed_by = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
 
     class Meta:
         ordering = ["id"]
@@ -161,7 +166,9 @@ class Message(models.Model):
             models.CheckConstraint(
                 condition=Q(status__in=MessageStatus.values), name="message_status_valid"
             ),
-            models.CheckConstraint(condition=Q(phone__regex=PHONE_REGEX), name="message_phone_format"),
+            models.CheckConstraint(
+                condition=Q(phone__regex=PHONE_REGEX), name="message_phone_format"
+            ),
         ]
         indexes = [
             # The queue: one range scan per running mailing finds its due messages.

@@ -124,14 +124,17 @@ def mailing_stats(mailing: Mailing) -> dict[str, object]:
 
 
 def overall_stats() -> dict[str, object]:
-    mailings = list(Mailing.objects.order_by("-id").values("id", "status", "total", *COUNTER_FIELDS))
+    mailings = list(
+        Mailing.objects.order_by("-id").values("id", "status", "total", *COUNTER_FIELDS)
+    )
     totals = Mailing.objects.aggregate(
         total=Sum("total"), **{name: Sum(name) for name in COUNTER_FIELDS}
     )
     by_status = dict(
-        Mailing.objects.order_by().values_list("status").annotate(n=Count("id")).values_list(
-            "status", "n"
-        )
+        Mailing.objects.order_by()
+        .values_list("status")
+        .annotate(n=Count("id"))
+        .values_list("status", "n")
     )
     return {
         "mailings": [

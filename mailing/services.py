@@ -123,7 +123,8 @@ def create_client(
 ) -> Client:
     fields: dict[str, object] = {
         "phone": phone,
-        "operator_code": operator_code or (operator_code_of(phone) if isinstance(phone, str) else ""),
+        "operator_code": operator_code
+        or (operator_code_of(phone) if isinstance(phone, str) else ""),
         "tag": tag,
         "timezone": timezone,
     }
@@ -191,14 +192,17 @@ def _normalise_list(values: object) -> list[str] | None:
     return sorted(set(values))
 
 
+def _is_aware(value: object) -> bool:
+    return isinstance(value, datetime) and timezone.is_aware(value)
+
+
 def _validate_mailing(fields: dict[str, object], errors: _Errors, now: datetime) -> None:
     start_at, end_at, text = fields["start_at"], fields["end_at"], fields["text"]
     for name, value in (("start_at", start_at), ("end_at", end_at)):
         if not isinstance(value, datetime) or timezone.is_naive(value):
             errors.add(name, "Must be a date-time with a time zone offset.")
-    if isinstance(start_at, datetime) and isinstance(end_at, datetime):
-        if timezone.is_aware(start_at) and timezone.is_aware(end_at) and end_at <= start_at:
-            errors.add("end_at", "The end must be after the start.")
+    if _is_aware(start_at) and _is_aware(end_at) and end_at <= start_at:
+        errors.add("end_at", "The end must be after the start.")
     if not isinstance(text, str) or not text.strip():
         errors.add("text", "Text must not be empty.")
     elif len(text) > TEXT_MAX_LENGTH:
@@ -225,8 +229,10 @@ def _validate_mailing(fields: dict[str, object], errors: _Errors, now: datetime)
 def _window_fields(window: SendWindow | None) -> dict[str, time | None]:
     if window is None:
         return {"window_start": None, "window_end": None}
-    return {"window_start": window.start.replace(second=0, microsecond=0),
-            "window_end": window.end.replace(second=0, microsecond=0)}
+    return {
+        "window_start": window.start.replace(second=0, microsecond=0),
+        "window_end": window.end.replace(second=0, microsecond=0),
+    }
 
 
 def window_of(mailing: Mailing) -> SendWindow | None:
@@ -257,7 +263,7 @@ def create_mailing(
     }
     errors = _Errors()
     _validate_mailing(fields, errors, now)
-    if isinstance(end_at, datetime) and timezone.is_aware(end_at) and end_at <= now:
+    if _is_aware(end_at) and end_at <= now:
         errors.add("end_at", "The end must be in the future.")
     errors.raise_if_any()
     status = MailingStatus.RUNNING if start_at <= now else MailingStatus.SCHEDULED
@@ -310,9 +316,9 @@ def update_mailing(mailing: Mailing, *, now: datetime | None = None, **changes: 
             )
     errors = _Errors()
     _validate_mailing(fields, errors, now)
-    if "end_at" in really_changed and isinstance(fields["end_at"], datetime):
-        if timezone.is_aware(fields["end_at"]) and fields["end_at"] <= now:
-            errors.add("end_at", "The end must be in the future.")
+    new_end = fields["end_at"]
+    if "end_at" in really_changed and _is_aware(new_end) and new_end <= now:
+        errors.add("end_at", "The end must be in the future.")
     errors.raise_if_any()
     if not really_changed:
         return mailing

@@ -54,9 +54,7 @@ def revoke_token(token: ApiToken) -> ApiToken:
     """Revoke a token (idempotent: a second revoke keeps the first time)."""
     now = timezone.now()
     if ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=now):
-        logger.info(
-            "API token revoked", extra={"token_id": token.pk, "token_prefix": token.prefix}
-        )
+        logger.info("API token revoked", extra={"token_id": token.pk, "token_prefix": token.prefix})
     token.refresh_from_db(fields=["revoked_at"])
     return token
 

@@ -7,13 +7,30 @@ of a mailing are exact at every commit.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from datetime import datetime
 
 from django.db import transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import Count, F, Q, QuerySet
 
 from mailing.models import COUNTER_FIELDS, Mailing, Message, MessageStatus
+
+logger = logging.getLogger("mailing.engine")
+
+
+def lock_mailings(mailing_ids: Iterable[int]) -> None:
+    """Lock the mailings' rows, in id order, before their messages change status.
+
+    Taking the counter row first (every writer, in one order) means a reconciliation that
+    holds the same lock counts messages that no one else is changing at that moment.
+    """
+    list(
+        Mailing.objects.select_for_update()
+        .filter(pk__in=sorted(set(mailing_ids)))
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
 
 
 def shift_counters(mailing_id: int, from_status: str, to_status: str, count: int) -> None:
@@ -50,6 +67,7 @@ def settle_pending(
     if only is not None:
         messages = messages.filter(only)
     with transaction.atomic():
+        lock_mailings([mailing_id])
         changed = messages.update(status=to_status, claimed_by=None, last_error=reason)
         shift_counters(mailing_id, MessageStatus.PENDING, to_status, changed)
     return changed
@@ -72,3 +90,38 @@ def cancel_messages_of_client(client_id: int, now: datetime) -> int:
             reason="client deleted",
         )
     return cancelled
+
+
+def reconcile_counters(mailing_id: int) -> dict[str, int]:
+    """Recount a mailing's messages and correct its counters; returns the corrections made.
+
+    The counters are kept exact by construction; this catches drift from anything that
+    bypassed the rules (a manual SQL fix, a bug) and is run when a mailing finishes and on
+    demand (``manage.py reconcile_counters``).
+    """
+    with transaction.atomic():
+        lock_mailings([mailing_id])
+        actual = dict(
+            Message.objects.filter(mailing_id=mailing_id)
+            .order_by()
+            .values_list("status")
+            .annotate(n=Count("id"))
+            .values_list("status", "n")
+        )
+        counted = {name: actual.get(name, 0) for name in COUNTER_FIELDS}
+        counted["total"] = sum(counted.values())
+        mailing = Mailing.objects.get(pk=mailing_id)
+        corrections = {
+            name: value - getattr(mailing, name)
+            for name, value in counted.items()
+            if getattr(mailing, name) != value
+        }
+        if corrections:
+            Mailing.objects.filter(pk=mailing_id).update(**counted)
+    if corrections:
+        logger.warning(
+            "counters corrected by reconciliation: %s",
+            corrections,
+            extra={"mailing_id": mailing_id},
+        )
+    return corrections

@@ -7,7 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.db import connection
@@ -138,9 +138,15 @@ class DispatcherThread:
 def dispatcher_factory(provider) -> Iterator[Callable[..., DispatcherThread]]:
     started: list[DispatcherThread] = []
 
-    def start(config: DispatcherConfig = FAST_CONFIG, base_url: str | None = None, **changes):
+    def start(
+        config: DispatcherConfig = FAST_CONFIG,
+        base_url: str | None = None,
+        clock: Callable[[], datetime] | None = None,
+        **changes,
+    ):
         config = dataclasses.replace(config, **changes) if changes else config
-        thread = DispatcherThread(base_url or provider.base_url, config).start()
+        extra = {"clock": clock} if clock is not None else {}
+        thread = DispatcherThread(base_url or provider.base_url, config, **extra).start()
         started.append(thread)
         return thread
 
@@ -174,4 +180,3 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 def now_plus(seconds: float):
     return timezone.now() + timedelta(seconds=seconds)
-

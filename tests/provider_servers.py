@@ -9,15 +9,15 @@ picked by the first path segment: ``{server.base("s503")}/send/{id}``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import struct
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from email.utils import format_datetime
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 from aiohttp import web
 
@@ -37,15 +37,6 @@ class RecordedRequest:
     content_type: str | None
     body: bytes
     peer: tuple[str, int]
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    """Poll ``condition`` until it holds; fail loudly at the deadline instead of hoping."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.005)
 
 
 class ProviderServer:
@@ -218,7 +209,9 @@ class ProviderServer:
             self.in_flight -= 1
 
     async def _redirect(self, request: web.Request) -> web.StreamResponse:
-        return web.Response(status=302, headers={"Location": f"/ok/send/{request.match_info['msg_id']}"})
+        return web.Response(
+            status=302, headers={"Location": f"/ok/send/{request.match_info['msg_id']}"}
+        )
 
     async def _throttle_live_date(self, request: web.Request) -> web.StreamResponse:
         # Only Retry-After is set: the client must fall back to the real Date
@@ -229,10 +222,8 @@ class ProviderServer:
     async def _slow(self, request: web.Request) -> web.StreamResponse:
         assert self._release is not None
         # Far longer than any client timeout in the tests; released at shutdown.
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._release.wait(), timeout=30)
-        except TimeoutError:
-            pass
         return web.json_response(OK_BODY)
 
     async def _drip(self, request: web.Request) -> web.StreamResponse:

@@ -16,6 +16,7 @@ from mailing.engine import lifecycle
 from mailing.engine.fanout import fan_out
 from mailing.engine.queue import claim_due
 from mailing.models import Mailing, MailingStatus, Message, MessageStatus, ProviderState
+from mailing.transitions import reconcile_counters
 from tests.conftest import make_clients, now_plus, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -158,9 +159,7 @@ def test_transient_failures_are_retried_with_the_same_id(provider, dispatcher_fa
     mailing = running_mailing()
     provider.update_config(**fault)
     worker = dispatcher_factory(total_timeout=0.5)
-    wait_for(
-        lambda: Message.objects.filter(mailing=mailing, attempts__gte=2).count() == 10, 20
-    )
+    wait_for(lambda: Message.objects.filter(mailing=mailing, attempts__gte=2).count() == 10, 20)
     assert provider.recorder.unique_accepted == 0
     provider.update_config(**{key: 0 for key in fault if key.endswith("rate")})
     wait_for(lambda: Mailing.objects.get(pk=mailing.pk).status == MailingStatus.FINISHED, 20)
@@ -213,9 +212,7 @@ def test_throttling_waits_at_least_retry_after(provider, dispatcher_factory):
         assert message.next_attempt_at >= before + timedelta(seconds=2)
 
 
-def test_refused_credentials_burn_nothing_and_sending_resumes(
-    provider, dispatcher_factory, caplog
-):
+def test_refused_credentials_burn_nothing_and_sending_resumes(provider, dispatcher_factory, caplog):
     make_clients(20)
     mailing = running_mailing()
     provider.update_config(token="a-different-token")
@@ -357,3 +354,18 @@ def test_overall_statistics_do_not_read_messages():
         stats = overall_stats()
     assert stats["totals"]["total"] == 150 and stats["totals"]["pending"] == 150
     assert all("mailing_message" not in q["sql"] for q in queries.captured_queries)
+
+
+def test_reconciliation_corrects_drifted_counters():
+    make_clients(8)
+    mailing = running_mailing()
+    lifecycle.tick(timezone.now())
+    # Drift made on purpose, as a bug or a manual fix in SQL would.
+    Message.objects.filter(pk__in=Message.objects.filter(mailing=mailing).values("pk")[:3]).update(
+        status=MessageStatus.SENT
+    )
+    assert not counters_match_messages(mailing)
+    corrections = reconcile_counters(mailing.pk)
+    assert corrections == {"pending": -3, "sent": 3}
+    assert counters_match_messages(mailing)
+    assert reconcile_counters(mailing.pk) == {}

@@ -16,8 +16,8 @@ from mailing.engine.provider import (
     MAX_DETAIL_CHARS,
     MAX_RETRY_AFTER,
     HttpSendClient,
-    OutgoingMessage,
     Outcome,
+    OutgoingMessage,
     RecordingSendClient,
     SendClient,
     SendResult,
@@ -231,7 +231,8 @@ def test_request_carries_token_path_and_integer_json(server: ProviderServer) -> 
     assert type(body["phone"]) is int
 
 
-@pytest.mark.parametrize("phone", ["", "7916abc4567", "+79161234567", "７９１６"])
+# The last one is full-width digits: str.isdigit() accepts them, the provider would not.
+@pytest.mark.parametrize("phone", ["", "7916abc4567", "+79161234567", "\uff17\uff19\uff11\uff16"])
 def test_invalid_phone_is_rejected_without_a_call(server: ProviderServer, phone: str) -> None:
     before = len(server.recorded())
     result = send_one(server.base("ok"), OutgoingMessage(5, phone, "x", 7, 9))

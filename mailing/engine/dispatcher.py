@@ -42,7 +42,7 @@ RETRYABLE = (Outcome.RETRY,)
 class DispatcherConfig:
     concurrency: int = 100
     lease: timedelta = timedelta(seconds=60)
-    retry: RetryPolicy = RetryPolicy(base=5.0, cap=600.0)
+    retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(base=5.0, cap=600.0))
     rate_limit: float = 0.0
     auth_retry_seconds: float = 30.0
     circuit_threshold: int = 20
@@ -186,7 +186,9 @@ class Dispatcher:
                     last_flush = now_mono
                 if in_flight:
                     done, _ = await asyncio.wait(
-                        in_flight, timeout=self.config.idle_poll, return_when=asyncio.FIRST_COMPLETED
+                        in_flight,
+                        timeout=self.config.idle_poll,
+                        return_when=asyncio.FIRST_COMPLETED,
                     )
                     for task in done:
                         finished.append((in_flight.pop(task), task.result()))

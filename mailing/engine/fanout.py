@@ -12,7 +12,7 @@ from django.db.models import Case, CharField, DateTimeField, F, IntegerField, Q,
 from mailing.engine.windows import next_window_opening
 from mailing.models import Mailing, Message, MessageStatus
 from mailing.selectors import matching_clients
-from mailing.transitions import settle_pending
+from mailing.transitions import lock_mailings, settle_pending
 
 logger = logging.getLogger("mailing.engine")
 
@@ -70,7 +70,14 @@ def fan_out(mailing: Mailing, now: datetime) -> int:
             _next=first_attempt,
         )
         .values_list(
-            "_mailing", "pk", "phone", "timezone", "_status", "_created", "_attempts", "_error",
+            "_mailing",
+            "pk",
+            "phone",
+            "timezone",
+            "_status",
+            "_created",
+            "_attempts",
+            "_error",
             "_next",
         )
     )
@@ -82,6 +89,7 @@ def fan_out(mailing: Mailing, now: datetime) -> int:
         "ON CONFLICT (mailing_id, client_id) DO NOTHING"
     )
     with transaction.atomic():
+        lock_mailings([mailing.pk])
         with connection.cursor() as cursor:
             cursor.execute(insert_sql, params)
             inserted = max(cursor.rowcount, 0)

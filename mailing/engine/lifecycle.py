@@ -11,7 +11,7 @@ from django.db.models import Q
 
 from mailing.engine.fanout import fan_out
 from mailing.models import Mailing, MailingStatus, MessageStatus
-from mailing.transitions import settle_pending
+from mailing.transitions import reconcile_counters, settle_pending
 
 logger = logging.getLogger("mailing.engine")
 
@@ -93,6 +93,7 @@ def finish_completed_mailings(now: datetime) -> list[int]:
             status=MailingStatus.FINISHED, finished_at=now, updated_at=now
         ):
             logger.info("mailing finished", extra={"mailing_id": mailing_id})
+            reconcile_counters(mailing_id)
             finished.append(mailing_id)
     return finished
 

@@ -69,6 +69,4 @@ def clear_unauthorized() -> None:
 
 
 def unauthorized_since() -> datetime | None:
-    return (
-        ProviderState.objects.filter(pk=1).values_list("auth_failed_at", flat=True).first()
-    )
+    return ProviderState.objects.filter(pk=1).values_list("auth_failed_at", flat=True).first()

@@ -21,10 +21,10 @@ from django.db import connection, transaction
 from django.db.models import Case, DateTimeField, F, Value, When
 
 from mailing.engine.backoff import retry_delay, throttle_delay
-from mailing.engine.provider import OutgoingMessage, Outcome, SendResult
+from mailing.engine.provider import Outcome, OutgoingMessage, SendResult
 from mailing.engine.windows import is_inside_window, next_window_opening
 from mailing.models import Mailing, MailingStatus, Message, MessageStatus
-from mailing.transitions import shift_counters
+from mailing.transitions import lock_mailings, shift_counters
 
 logger = logging.getLogger("mailing.engine")
 
@@ -58,8 +58,9 @@ def _claim_sql() -> str:
     table = Message._meta.db_table
     # The literal 'pending' (not a parameter) lets the planner use the partial index.
     lock = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
+    # The table name comes from the model; every value is a bound parameter.
     return (
-        f"UPDATE {table} SET claimed_by = %s, next_attempt_at = %s WHERE id IN ("
+        f"UPDATE {table} SET claimed_by = %s, next_attempt_at = %s WHERE id IN ("  # noqa: S608
         f"SELECT id FROM {table} WHERE mailing_id = %s AND status = 'pending' "
         f"AND next_attempt_at <= %s ORDER BY next_attempt_at LIMIT %s{lock}) "
         "RETURNING id, client_id, phone, timezone, attempts"
@@ -69,17 +70,81 @@ def _claim_sql() -> str:
 def _claim_rows(mailing_id: int, worker_id: str, limit: int, now: datetime, lease: timedelta):
     adapt = connection.ops.adapt_datetimefield_value
     with connection.cursor() as cursor:
-        cursor.execute(
-            _claim_sql(), [worker_id, adapt(now + lease), mailing_id, adapt(now), limit]
-        )
+        cursor.execute(_claim_sql(), [worker_id, adapt(now + lease), mailing_id, adapt(now), limit])
         return cursor.fetchall()
 
 
-def _settle_claimed(mailing_id: int, ids: list[int], worker_id: str, status: str, reason: str) -> None:
+def _settle_claimed(
+    mailing_id: int, ids: list[int], worker_id: str, status: str, reason: str
+) -> None:
     changed = Message.objects.filter(
         id__in=ids, status=MessageStatus.PENDING, claimed_by=worker_id
     ).update(status=status, claimed_by=None, last_error=reason)
     shift_counters(mailing_id, MessageStatus.PENDING, status, changed)
+
+
+@dataclass
+class _Unsendable:
+    """Claimed messages that must not be sent now, by what happens to them instead."""
+
+    cancelled: list[int]
+    failed: list[int]
+    expired: list[int]
+    deferred: dict[datetime, list[int]]
+
+    def __bool__(self) -> bool:
+        return bool(self.cancelled or self.failed or self.expired or self.deferred)
+
+
+def _sort_claimed_rows(rows, mailing_row, now: datetime) -> tuple[list[Claimed], _Unsendable]:
+    mailing_id, end_at, text, window_start, window_end = mailing_row
+    sendable: list[Claimed] = []
+    unsendable = _Unsendable([], [], [], defaultdict(list))
+    for message_id, client_id, phone, zone_name, attempts in rows:
+        if client_id is None:
+            unsendable.cancelled.append(message_id)
+            continue
+        if window_start is not None:
+            zone = _zone(zone_name)
+            if zone is None:
+                unsendable.failed.append(message_id)
+                continue
+            if not is_inside_window(now, zone, window_start, window_end):
+                opening = next_window_opening(now, zone, window_start, window_end)
+                if opening >= end_at:
+                    unsendable.expired.append(message_id)
+                else:
+                    unsendable.deferred[opening].append(message_id)
+                continue
+        message = OutgoingMessage(message_id, phone, text, mailing_id, client_id)
+        sendable.append(Claimed(message, attempts, end_at))
+    return sendable, unsendable
+
+
+def _settle_unsendable(mailing_id: int, worker_id: str, unsendable: _Unsendable) -> None:
+    with transaction.atomic():
+        lock_mailings([mailing_id])
+        _settle_claimed(
+            mailing_id, unsendable.cancelled, worker_id, MessageStatus.CANCELLED, "client deleted"
+        )
+        _settle_claimed(
+            mailing_id,
+            unsendable.failed,
+            worker_id,
+            MessageStatus.FAILED,
+            "unknown client time zone",
+        )
+        _settle_claimed(
+            mailing_id,
+            unsendable.expired,
+            worker_id,
+            MessageStatus.EXPIRED,
+            "send window does not open before the mailing ends",
+        )
+        for opening, ids in unsendable.deferred.items():
+            Message.objects.filter(id__in=ids, claimed_by=worker_id).update(
+                claimed_by=None, next_attempt_at=opening
+            )
 
 
 def claim_due(worker_id: str, limit: int, now: datetime, lease: timedelta) -> list[Claimed]:
@@ -101,48 +166,22 @@ def claim_due(worker_id: str, limit: int, now: datetime, lease: timedelta) -> li
     shift = next(_rotation) % len(mailings)
     mailings = mailings[shift:] + mailings[:shift]
     claimed: list[Claimed] = []
+    to_settle: list[tuple[int, _Unsendable]] = []
+    # The claim touches message rows only; settling the unsendable ones takes the mailing
+    # lock in a transaction of its own, so lock order stays "mailing, then messages".
     with transaction.atomic():
-        for position, (mailing_id, end_at, text, window_start, window_end) in enumerate(mailings):
+        for position, mailing_row in enumerate(mailings):
             remaining = limit - len(claimed)
             if remaining <= 0:
                 break
             quota = -(-remaining // (len(mailings) - position))
-            rows = _claim_rows(mailing_id, worker_id, quota, now, lease)
-            orphaned, unknown_zone, expired = [], [], []
-            deferred: dict[datetime, list[int]] = defaultdict(list)
-            for message_id, client_id, phone, zone_name, attempts in rows:
-                if client_id is None:
-                    orphaned.append(message_id)
-                    continue
-                if window_start is not None:
-                    zone = _zone(zone_name)
-                    if zone is None:
-                        unknown_zone.append(message_id)
-                        continue
-                    if not is_inside_window(now, zone, window_start, window_end):
-                        opening = next_window_opening(now, zone, window_start, window_end)
-                        if opening >= end_at:
-                            expired.append(message_id)
-                        else:
-                            deferred[opening].append(message_id)
-                        continue
-                message = OutgoingMessage(message_id, phone, text, mailing_id, client_id)
-                claimed.append(Claimed(message, attempts, end_at))
-            _settle_claimed(mailing_id, orphaned, worker_id, MessageStatus.CANCELLED, "client deleted")
-            _settle_claimed(
-                mailing_id, unknown_zone, worker_id, MessageStatus.FAILED, "unknown client time zone"
-            )
-            _settle_claimed(
-                mailing_id,
-                expired,
-                worker_id,
-                MessageStatus.EXPIRED,
-                "send window does not open before the mailing ends",
-            )
-            for opening, ids in deferred.items():
-                Message.objects.filter(id__in=ids, claimed_by=worker_id).update(
-                    claimed_by=None, next_attempt_at=opening
-                )
+            rows = _claim_rows(mailing_row[0], worker_id, quota, now, lease)
+            sendable, unsendable = _sort_claimed_rows(rows, mailing_row, now)
+            claimed.extend(sendable)
+            if unsendable:
+                to_settle.append((mailing_row[0], unsendable))
+    for mailing_id, unsendable in sorted(to_settle, key=lambda item: item[0]):
+        _settle_unsendable(mailing_id, worker_id, unsendable)
     return claimed
 
 
@@ -202,7 +241,10 @@ def _record_retries(
     for reason, group in by_reason.items():
         when = Case(
             *(
-                When(pk=claim.message.message_id, then=Value(_next_attempt(claim, result, policy, now, rng)))
+                When(
+                    pk=claim.message.message_id,
+                    then=Value(_next_attempt(claim, result, policy, now, rng)),
+                )
                 for claim, result in group
             ),
             output_field=DateTimeField(),
@@ -243,15 +285,15 @@ def record_results(
     for claim, result in outcomes:
         by_mailing[claim.message.mailing_id].append((claim, result))
     with transaction.atomic():
-        # Mailings in ascending id order: every writer locks counter rows in one order.
+        lock_mailings(by_mailing)
         for mailing_id in sorted(by_mailing):
             group = by_mailing[mailing_id]
-            accepted = [c.message.message_id for c, r in group if r and r.outcome == Outcome.ACCEPTED]
+            accepted = [
+                c.message.message_id for c, r in group if r and r.outcome == Outcome.ACCEPTED
+            ]
             rejected = [r for _, r in group if r and r.outcome == Outcome.REJECTED]
             retries = [
-                (c, r)
-                for c, r in group
-                if r and r.outcome in (Outcome.RETRY, Outcome.THROTTLED)
+                (c, r) for c, r in group if r and r.outcome in (Outcome.RETRY, Outcome.THROTTLED)
             ]
             unauthorized = [
                 c.message.message_id for c, r in group if r and r.outcome == Outcome.UNAUTHORIZED

@@ -1,0 +1,149 @@
+"""``/mailings``: CRUD, pause/resume/cancel, statistics, messages and the audience preview."""
+
+from typing import Any
+
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.shortcuts import get_object_or_404
+from ninja import Query, Router
+from ninja.pagination import paginate
+from ninja.responses import Status
+
+from mailing import selectors, services
+from mailing.api.calllog import note
+from mailing.api.pagination import ApiPagination
+from mailing.api.responses import responses
+from mailing.api.schemas import (
+    MailingFilters,
+    MailingIn,
+    MailingOut,
+    MailingPatch,
+    MailingStatsOut,
+    MessageFilters,
+    MessageOut,
+    ObjectId,
+    PreviewIn,
+    PreviewOut,
+)
+from mailing.models import Mailing, Message
+
+router = Router(tags=["mailings"])
+
+
+def _changes(payload: MailingPatch) -> dict[str, Any]:
+    """The PATCH body as services keyword arguments (only what the caller sent)."""
+    given = payload.model_dump(exclude_unset=True)
+    changes = {name: given[name] for name in ("start_at", "end_at", "text") if name in given}
+    if payload.filter is not None:
+        changes |= payload.filter.model_dump(exclude_unset=True)
+    if "send_window" in given:
+        window = payload.send_window
+        changes["send_window"] = window.to_domain() if window is not None else None
+    return changes
+
+
+@router.get("/mailings", response=responses({200: list[MailingOut]}))
+@paginate(ApiPagination)
+def list_mailings(request: HttpRequest, filters: Query[MailingFilters]) -> QuerySet[Mailing]:
+    """Newest first, each with its message counts by status; filter by `status`."""
+    return selectors.list_mailings(status=filters.status)
+
+
+@router.post("/mailings", response=responses({201: MailingOut}, body=True))
+def create_mailing(request: HttpRequest, payload: MailingIn) -> Status:
+    """Create a mailing. One whose period has begun starts at once; a later one starts by
+    itself at `start_at`."""
+    mailing = services.create_mailing(
+        start_at=payload.start_at,
+        end_at=payload.end_at,
+        text=payload.text,
+        operator_codes=payload.filter.operator_codes,
+        tags=payload.filter.tags,
+        send_window=payload.send_window.to_domain() if payload.send_window else None,
+    )
+    note(request, mailing_id=mailing.pk)
+    return Status(201, mailing)
+
+
+@router.post("/mailings/preview", response=responses({200: PreviewOut}, body=True))
+def preview_audience(request: HttpRequest, payload: PreviewIn) -> dict[str, int]:
+    """How many clients a filter reaches; with a window and a period, how many of them have
+    their local window open at some time inside the period."""
+    window = payload.send_window.to_domain() if payload.send_window else None
+    return selectors.preview_audience(
+        operator_codes=payload.filter.operator_codes,
+        tags=payload.filter.tags,
+        window=(window.start, window.end) if window else None,
+        start_at=payload.start_at,
+        end_at=payload.end_at,
+    )
+
+
+@router.get("/mailings/{mailing_id}", response=responses({200: MailingOut}, not_found=True))
+def get_mailing(request: HttpRequest, mailing_id: ObjectId) -> Mailing:
+    return get_object_or_404(Mailing, pk=mailing_id)
+
+
+@router.patch(
+    "/mailings/{mailing_id}",
+    response=responses({200: MailingOut}, not_found=True, conflict=True, body=True),
+)
+def update_mailing(request: HttpRequest, mailing_id: ObjectId, payload: MailingPatch) -> Mailing:
+    """Change only the fields given. Once a mailing has started only `end_at` may change
+    (409 otherwise); a finished or cancelled one cannot change."""
+    mailing = get_object_or_404(Mailing, pk=mailing_id)
+    return services.update_mailing(mailing, **_changes(payload))
+
+
+@router.delete("/mailings/{mailing_id}", response=responses({204: None}, not_found=True))
+def delete_mailing(request: HttpRequest, mailing_id: ObjectId) -> Status:
+    """Stop the mailing, then delete it with its messages."""
+    services.delete_mailing(get_object_or_404(Mailing, pk=mailing_id))
+    return Status(204, None)
+
+
+@router.post(
+    "/mailings/{mailing_id}/pause",
+    response=responses({200: MailingOut}, not_found=True, conflict=True),
+)
+def pause_mailing(request: HttpRequest, mailing_id: ObjectId) -> Mailing:
+    """Stop new sends of a running mailing (409 in any other state)."""
+    return services.pause_mailing(get_object_or_404(Mailing, pk=mailing_id))
+
+
+@router.post(
+    "/mailings/{mailing_id}/resume",
+    response=responses({200: MailingOut}, not_found=True, conflict=True),
+)
+def resume_mailing(request: HttpRequest, mailing_id: ObjectId) -> Mailing:
+    """Continue a paused mailing (409 in any other state)."""
+    return services.resume_mailing(get_object_or_404(Mailing, pk=mailing_id))
+
+
+@router.post(
+    "/mailings/{mailing_id}/cancel",
+    response=responses({200: MailingOut}, not_found=True, conflict=True),
+)
+def cancel_mailing(request: HttpRequest, mailing_id: ObjectId) -> Mailing:
+    """Cancel a scheduled, running or paused mailing and its pending messages."""
+    return services.cancel_mailing(get_object_or_404(Mailing, pk=mailing_id))
+
+
+@router.get(
+    "/mailings/{mailing_id}/stats", response=responses({200: MailingStatsOut}, not_found=True)
+)
+def mailing_stats(request: HttpRequest, mailing_id: ObjectId) -> dict[str, object]:
+    """Counts by status, progress and the most common failure reasons."""
+    return selectors.mailing_stats(get_object_or_404(Mailing, pk=mailing_id))
+
+
+@router.get(
+    "/mailings/{mailing_id}/messages",
+    response=responses({200: list[MessageOut]}, not_found=True),
+)
+@paginate(ApiPagination)
+def list_messages(
+    request: HttpRequest, mailing_id: ObjectId, filters: Query[MessageFilters]
+) -> QuerySet[Message]:
+    """The mailing's messages by id; filter by `status`."""
+    return selectors.list_messages(get_object_or_404(Mailing, pk=mailing_id), status=filters.status)

@@ -1,0 +1,56 @@
+"""``manage.py create_api_token USERNAME [--name NAME] [--create-user]``.
+
+Prints only the new key on stdout (so scripts can capture it); it is shown this once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from mailing.tokens import issue_token
+
+
+class Command(BaseCommand):
+    help = "Issue a JSON API token for a staff user and print it (only the token, on stdout)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("username", help="An existing active staff user.")
+        parser.add_argument("--name", default="cli", help="A label for the token (default: cli).")
+        parser.add_argument(
+            "--create-user",
+            action="store_true",
+            help="Create the user as staff (with no usable password) if it does not exist.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        username: str = options["username"]
+        user_model = get_user_model()
+        user = user_model._default_manager.filter(**{user_model.USERNAME_FIELD: username}).first()
+        if user is None:
+            if not options["create_user"]:
+                raise CommandError(
+                    f"No user {username!r}. Create one first (manage.py createsuperuser) "
+                    "or pass --create-user."
+                )
+            user = user_model._default_manager.create_user(
+                **{user_model.USERNAME_FIELD: username}, is_staff=True
+            )
+            user.set_unusable_password()
+            user.save(update_fields=["password"])
+            self.stderr.write(f"Created staff user {username!r}.")
+        if not user.is_active:
+            raise CommandError(f"User {username!r} is not active.")
+        if not user.is_staff:
+            raise CommandError(
+                f"User {username!r} is not staff; API tokens belong to staff users only."
+            )
+        try:
+            token, key = issue_token(user, options["name"])
+        except ValidationError as exc:
+            raise CommandError("; ".join(exc.messages)) from exc
+        self.stderr.write(f"Token {token.prefix}… ({token.name}) issued for {username!r}.")
+        self.stdout.write(key)

@@ -1,0 +1,159 @@
+"""Real worker processes against the test database: the q2 cluster, parallel dispatchers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+from mailing import services
+from mailing.models import DispatcherSlot, Mailing, MailingStatus, Message
+from tests.conftest import TOKEN, make_clients, needs_postgres, now_plus, subprocess_env, wait_for
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+MANAGE = str(Path(settings.BASE_DIR) / "manage.py")
+
+
+def start_process(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, MANAGE, *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def stop_process(process: subprocess.Popen, sig: int = signal.SIGTERM) -> tuple[str, str]:
+    if process.poll() is None:
+        os.killpg(process.pid, sig)
+    try:
+        return process.communicate(timeout=40)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        _out, err = process.communicate()
+        raise AssertionError(f"process did not stop on {sig}:\n{err[-3000:]}") from None
+
+
+def worker_env(provider, **extra: str) -> dict[str, str]:
+    return subprocess_env(
+        PROBE_URL=provider.base_url,
+        PROBE_TOKEN=TOKEN,
+        LOG_LEVEL="WARNING",
+        **extra,
+    )
+
+
+@pytest.fixture
+def q2_cluster(provider) -> Iterator[subprocess.Popen]:
+    env = worker_env(
+        provider,
+        Q_CLUSTER_NAME=f"test-{uuid.uuid4().hex[:8]}",
+        Q_WORKERS="2",
+        DISPATCHER_SLOTS="1",
+        DISPATCHER_RUN_SECONDS="20",
+    )
+    cluster = start_process(["qcluster"], env)
+    yield cluster
+    # Ctrl-C reaches the whole group in a terminal; the dispatcher stops gracefully on it.
+    stop_process(cluster, signal.SIGINT)
+
+
+def dispatcher_alive() -> bool:
+    recent = timezone.now() - timedelta(seconds=2)
+    return DispatcherSlot.objects.filter(heartbeat_at__gte=recent).exists()
+
+
+def test_q2_cluster_starts_mailings_on_time_with_no_one_acting(provider, q2_cluster):
+    make_clients(20)
+    wait_for(dispatcher_alive, timeout=30, interval=0.1)
+
+    created_at = timezone.now()
+    services.create_mailing(start_at=created_at, end_at=now_plus(60), text="Now")
+    wait_for(lambda: provider.recorder.unique_accepted >= 1, timeout=10)
+    first = min(provider.recorder.first_accepted_at().values())
+    assert first - created_at.timestamp() < 2.0, "first message later than 2 s after creation"
+
+    start_at = now_plus(3)
+    later = services.create_mailing(start_at=start_at, end_at=now_plus(60), text="Later")
+    later_ids = set(Message.objects.filter(mailing=later).values_list("id", flat=True))
+    assert later_ids == set()  # nothing before its start
+    wait_for(lambda: Mailing.objects.get(pk=later.pk).status == MailingStatus.FINISHED, 20)
+    later_ids = set(Message.objects.filter(mailing=later).values_list("id", flat=True))
+    first_times = provider.recorder.first_accepted_at()
+    first_later = min(first_times[i] for i in later_ids)
+    delay = first_later - start_at.timestamp()
+    assert 0 <= delay < 2.0, f"future mailing's first message {delay:.2f} s after start_at"
+    assert provider.recorder.unique_accepted == 40 and provider.recorder.duplicates() == {}
+
+
+def run_dispatchers(provider, count: int, seconds: float, **extra: str) -> list[subprocess.Popen]:
+    env = worker_env(provider, **extra)
+    return [
+        start_process(["dispatch", "--seconds", str(seconds), "--worker-id", f"w{n}"], env)
+        for n in range(count)
+    ]
+
+
+def outcomes_of(processes: list[subprocess.Popen]) -> list[dict]:
+    reports = []
+    for process in processes:
+        out, err = stop_process(process)
+        assert process.returncode == 0, err[-3000:]
+        reports.append(json.loads(out.strip().splitlines()[-1]))
+    return reports
+
+
+@needs_postgres()
+def test_two_workers_never_send_the_same_message(provider):
+    make_clients(10_000)
+    provider.update_config(latency_ms=5)
+    mailing = services.create_mailing(
+        start_at=timezone.now(), end_at=now_plus(600), text="Parallel"
+    )
+    workers = run_dispatchers(provider, 2, seconds=300)
+    wait_for(
+        lambda: Mailing.objects.get(pk=mailing.pk).status == MailingStatus.FINISHED,
+        timeout=240,
+        interval=0.5,
+    )
+    reports = outcomes_of(workers)
+    assert provider.recorder.unique_accepted == 10_000
+    assert provider.recorder.duplicates() == {}
+    assert provider.recorder.accepted == 10_000
+    # Both workers really took part.
+    assert all(report["outcomes"].get("accepted", 0) > 500 for report in reports), reports
+    assert sum(report["outcomes"]["accepted"] for report in reports) == 10_000
+
+
+def test_send_rate_limit_holds_across_workers(provider):
+    make_clients(120)
+    rate = 20
+    mailing = services.create_mailing(start_at=timezone.now(), end_at=now_plus(120), text="Slow")
+    workers = run_dispatchers(provider, 2, seconds=120, SEND_RATE_LIMIT=str(rate))
+    wait_for(
+        lambda: Mailing.objects.get(pk=mailing.pk).status == MailingStatus.FINISHED,
+        timeout=60,
+        interval=0.2,
+    )
+    outcomes_of(workers)
+    times = sorted(provider.recorder.first_accepted_at().values())
+    assert len(times) == 120
+    burst = rate * 0.5
+    # In every one-second window: at most a second's worth plus the bucket's burst.
+    for index, started in enumerate(times):
+        within = sum(1 for t in times[index:] if t < started + 1.0)
+        assert within <= rate + burst + 1, f"{within} sends in one second"
+    assert times[-1] - times[0] >= (120 - burst) / rate - 0.5
