@@ -7,12 +7,22 @@ from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.db import connection, transaction
-from django.db.models import Case, CharField, DateTimeField, F, IntegerField, Q, Value, When
+from django.db.models import (
+    Case,
+    CharField,
+    DateTimeField,
+    Expression,
+    F,
+    IntegerField,
+    QuerySet,
+    Value,
+    When,
+)
 
 from mailing.engine.windows import next_window_opening
-from mailing.models import Mailing, Message, MessageStatus
+from mailing.models import Client, Mailing, Message, MessageStatus
 from mailing.selectors import matching_clients
-from mailing.transitions import lock_mailings, settle_pending
+from mailing.transitions import lock_mailings
 
 logger = logging.getLogger("mailing.engine")
 
@@ -37,36 +47,28 @@ def _zone_openings(mailing: Mailing, now: datetime) -> dict[str, datetime]:
     return openings
 
 
-def fan_out(mailing: Mailing, now: datetime) -> int:
-    """Create one pending message per matching client; idempotent, returns how many were new.
+WINDOW_NEVER_OPENS = "send window does not open before the mailing ends"
 
-    The unique (mailing, client) index with ON CONFLICT DO NOTHING makes a second run (or
-    a concurrent one) insert nothing more, and the counters grow by exactly the rows
-    inserted, in the same transaction.
-    """
-    openings = _zone_openings(mailing, now)
-    first_attempt = Value(now, output_field=DateTimeField())
-    if openings:
-        first_attempt = Case(
-            *(
-                When(timezone=zone, then=Value(at, output_field=DateTimeField()))
-                for zone, at in openings.items()
-                if at > now
-            ),
-            default=first_attempt,
-            output_field=DateTimeField(),
-        )
+
+def _insert_messages(
+    mailing: Mailing,
+    clients: QuerySet[Client],
+    now: datetime,
+    status: str,
+    first_attempt: Expression,
+    last_error: str = "",
+) -> int:
+    """INSERT ... SELECT one message per client of ``clients``; returns the rows inserted."""
     select = (
-        matching_clients(mailing.operator_codes, mailing.tags)
         # SQLite needs a WHERE before ON CONFLICT in INSERT ... SELECT; this one is free.
-        .filter(pk__isnull=False)
+        clients.filter(pk__isnull=False)
         .order_by()
         .annotate(
             _mailing=Value(mailing.pk, output_field=IntegerField()),
-            _status=Value(MessageStatus.PENDING.value, output_field=CharField()),
+            _status=Value(status, output_field=CharField()),
             _created=Value(now, output_field=DateTimeField()),
             _attempts=Value(0, output_field=IntegerField()),
-            _error=Value("", output_field=CharField()),
+            _error=Value(last_error, output_field=CharField()),
             _next=first_attempt,
         )
         .values_list(
@@ -82,34 +84,67 @@ def fan_out(mailing: Mailing, now: datetime) -> int:
         )
     )
     select_sql, params = select.query.sql_with_params()
-    table = Message._meta.db_table
     insert_sql = (
-        f"INSERT INTO {table} (mailing_id, client_id, phone, timezone, status, created_at, "
-        f"attempts, last_error, next_attempt_at) {select_sql} "
+        f"INSERT INTO {Message._meta.db_table} (mailing_id, client_id, phone, timezone, status, "
+        f"created_at, attempts, last_error, next_attempt_at) {select_sql} "
         "ON CONFLICT (mailing_id, client_id) DO NOTHING"
     )
+    with connection.cursor() as cursor:
+        cursor.execute(insert_sql, params)
+        return max(cursor.rowcount, 0)
+
+
+def fan_out(mailing: Mailing, now: datetime) -> int:
+    """Create one message per matching client; idempotent, returns how many were new.
+
+    Set-based: one INSERT ... SELECT (two when some zones' windows never open before the
+    end: those messages are born expired). The unique (mailing, client) index with
+    ON CONFLICT DO NOTHING makes a second run, or a concurrent one, insert nothing more,
+    and the counters grow by exactly the rows inserted, in the same transaction.
+    """
+    openings = _zone_openings(mailing, now)
+    closed_zones = sorted(zone for zone, at in openings.items() if at >= mailing.end_at)
+    first_attempt: Expression = Value(now, output_field=DateTimeField())
+    waiting = {zone: at for zone, at in openings.items() if now < at < mailing.end_at}
+    if waiting:
+        first_attempt = Case(
+            *(
+                When(timezone=zone, then=Value(at, output_field=DateTimeField()))
+                for zone, at in waiting.items()
+            ),
+            default=first_attempt,
+            output_field=DateTimeField(),
+        )
+    audience = matching_clients(mailing.operator_codes, mailing.tags)
     with transaction.atomic():
         lock_mailings([mailing.pk])
-        with connection.cursor() as cursor:
-            cursor.execute(insert_sql, params)
-            inserted = max(cursor.rowcount, 0)
-        Mailing.objects.filter(pk=mailing.pk).update(
-            total=F("total") + inserted, pending=F("pending") + inserted, fanned_out_at=now
+        pending = _insert_messages(
+            mailing,
+            audience.exclude(timezone__in=closed_zones),
+            now,
+            MessageStatus.PENDING,
+            first_attempt,
         )
-        closed_zones = [zone for zone, at in openings.items() if at >= mailing.end_at]
         expired = 0
         if closed_zones:
-            expired = settle_pending(
-                mailing.pk,
-                MessageStatus.EXPIRED,
+            expired = _insert_messages(
+                mailing,
+                audience.filter(timezone__in=closed_zones),
                 now,
-                only=Q(timezone__in=closed_zones),
-                reason="send window does not open before the mailing ends",
+                MessageStatus.EXPIRED,
+                Value(now, output_field=DateTimeField()),
+                WINDOW_NEVER_OPENS,
             )
+        Mailing.objects.filter(pk=mailing.pk).update(
+            total=F("total") + pending + expired,
+            pending=F("pending") + pending,
+            expired=F("expired") + expired,
+            fanned_out_at=now,
+        )
     logger.info(
         "fan-out created %d messages (%d expired: window closed until the end)",
-        inserted,
+        pending + expired,
         expired,
-        extra={"mailing_id": mailing.pk, "messages_created": inserted},
+        extra={"mailing_id": mailing.pk, "messages_created": pending + expired},
     )
-    return inserted
+    return pending + expired

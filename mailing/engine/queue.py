@@ -21,6 +21,7 @@ from django.db import connection, transaction
 from django.db.models import Case, DateTimeField, F, Value, When
 
 from mailing.engine.backoff import retry_delay, throttle_delay
+from mailing.engine.fanout import WINDOW_NEVER_OPENS
 from mailing.engine.provider import Outcome, OutgoingMessage, SendResult
 from mailing.engine.windows import is_inside_window, next_window_opening
 from mailing.models import Mailing, MailingStatus, Message, MessageStatus
@@ -139,7 +140,7 @@ def _settle_unsendable(mailing_id: int, worker_id: str, unsendable: _Unsendable)
             unsendable.expired,
             worker_id,
             MessageStatus.EXPIRED,
-            "send window does not open before the mailing ends",
+            WINDOW_NEVER_OPENS,
         )
         for opening, ids in unsendable.deferred.items():
             Message.objects.filter(id__in=ids, claimed_by=worker_id).update(
