@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -13,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import requests
 from django.conf import settings
 from django.utils import timezone
 
@@ -157,3 +159,36 @@ def test_send_rate_limit_holds_across_workers(provider):
         within = sum(1 for t in times[index:] if t < started + 1.0)
         assert within <= rate + burst + 1, f"{within} sends in one second"
     assert times[-1] - times[0] >= (120 - burst) / rate - 0.5
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code < 500
+    except requests.RequestException:
+        return False
+
+
+def test_run_stack_starts_everything_and_ctrl_c_stops_it_all():
+    web_port, probe_port = free_port(), free_port()
+    stack = start_process(
+        ["run_stack", "--port", str(web_port), "--probe-port", str(probe_port)],
+        subprocess_env(Q_CLUSTER_NAME=f"test-{uuid.uuid4().hex[:8]}", Q_WORKERS="2"),
+    )
+    try:
+        wait_for(lambda: answers(f"http://127.0.0.1:{web_port}/api/v1/openapi.json"), 60, 0.2)
+        wait_for(lambda: answers(f"http://127.0.0.1:{probe_port}/_admin/stats"), 30, 0.2)
+        wait_for(dispatcher_alive, 30, 0.2)
+    finally:
+        _out, err = stop_process(stack, signal.SIGINT)
+    assert stack.returncode == 0, err[-3000:]
+    assert "did not stop in time" not in err
+    children = subprocess.run(
+        ["pgrep", "-f", f"--port {web_port}|--port {probe_port}"], capture_output=True, text=True
+    )
+    assert children.stdout.strip() == ""

@@ -10,9 +10,19 @@ import sys
 import time
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 
+from mailing.models import ApiToken
+from mailing.tokens import issue_token, revoke_token
+
 STOP_GRACE_SECONDS = 15
+# SIGINT, what a terminal sends on Ctrl-C, is q2's graceful path: idle workers ignore it
+# and take their stop pill, a dispatcher finishes what is in flight. runserver, in a
+# session of its own, only reliably stops on SIGTERM.
+STOP_SIGNALS = {"q2 worker": signal.SIGINT, "send API stand-in": signal.SIGINT}
+DEMO_USER = "demo"
+TOKEN_NAME = "make run"  # noqa: S105 - the label of the token, not a secret
 
 
 class Command(BaseCommand):
@@ -39,6 +49,7 @@ class Command(BaseCommand):
         commands["q2 worker"] = [*manage, "qcluster"]
         commands["web"] = [*manage, "runserver", f"{host}:{port}", "--noreload"]
 
+        token = self._demo_token()
         # Each child leads its own process group, so stopping reaches a child's own children
         # (the q2 workers) and the terminal's Ctrl-C reaches only this supervisor.
         children = {
@@ -48,7 +59,8 @@ class Command(BaseCommand):
         self.stdout.write(
             f"\nMailing service: http://{host}:{port}/  API docs: http://{host}:{port}/docs/\n"
             f"Send API: {env.get('PROBE_URL', settings.PROBE_URL)}\n"
-            "Ctrl-C stops everything.\n"
+            + (f"API token of the demo staff user: {token}\n" if token else "")
+            + "Ctrl-C stops everything.\n"
         )
         stopping = False
 
@@ -70,10 +82,20 @@ class Command(BaseCommand):
         if exit_code:
             sys.exit(exit_code)
 
+    def _demo_token(self) -> str | None:
+        """A fresh API token for the demo user; the one from the previous run is revoked."""
+        user = get_user_model().objects.filter(username=DEMO_USER, is_staff=True).first()
+        if user is None:
+            return None
+        for old in ApiToken.objects.filter(user=user, name=TOKEN_NAME, revoked_at__isnull=True):
+            revoke_token(old)
+        _, key = issue_token(user, TOKEN_NAME)
+        return key
+
     def _stop_all(self, children: dict[str, subprocess.Popen]) -> None:
-        for child in children.values():
+        for name, child in children.items():
             if child.poll() is None:
-                os.killpg(child.pid, signal.SIGTERM)
+                os.killpg(child.pid, STOP_SIGNALS.get(name, signal.SIGTERM))
         deadline = time.monotonic() + STOP_GRACE_SECONDS
         for name, child in children.items():
             try:
