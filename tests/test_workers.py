@@ -20,7 +20,15 @@ from django.utils import timezone
 
 from mailing import services
 from mailing.models import DispatcherSlot, Mailing, MailingStatus, Message
-from tests.conftest import TOKEN, make_clients, needs_postgres, now_plus, subprocess_env, wait_for
+from tests.conftest import (
+    TOKEN,
+    make_clients,
+    needs_postgres,
+    needs_redis,
+    now_plus,
+    subprocess_env,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -192,3 +200,16 @@ def test_run_stack_starts_everything_and_ctrl_c_stops_it_all():
         ["pgrep", "-f", f"--port {web_port}|--port {probe_port}"], capture_output=True, text=True
     )
     assert children.stdout.strip() == ""
+
+
+@needs_redis()
+def test_q2_uses_redis_as_broker_when_redis_url_is_set():
+    from django_q.brokers import get_broker
+    from django_q.brokers.redis_broker import Redis
+
+    broker = get_broker(f"test-{uuid.uuid4().hex[:8]}")
+    assert isinstance(broker, Redis)
+    assert broker.ping()
+    broker.enqueue("probe")
+    assert broker.queue_size() == 1
+    broker.delete_queue()
