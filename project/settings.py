@@ -68,6 +68,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "mailing.metrics.HttpMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "mailing.logging.RequestIdMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -191,3 +192,59 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(env_number("DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440, int))
 NINJA_PAGINATION_PER_PAGE = 50
 NINJA_PAGINATION_MAX_LIMIT = 1000
+
+# --- Operations: e-mail, report, metrics, security ---------------------------------
+# E-mail (the daily report). Django's SMTP backend unless EMAIL_BACKEND says otherwise.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(env_number("EMAIL_PORT", 25, int))
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env_number("EMAIL_TIMEOUT", 30.0)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "mailing@localhost")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# The daily report: who gets it (none: skipped and logged) and when, in TIME_ZONE.
+REPORT_RECIPIENTS = env_list("REPORT_RECIPIENTS", "")
+REPORT_TIME = env_str("REPORT_TIME", "07:00")
+
+# Prometheus metrics (/metrics). Multiprocess mode: every process writes its samples under
+# PROMETHEUS_MULTIPROC_DIR and a scrape adds them up. prometheus_client reads the variable
+# when it is imported, so it is settled here, first: unset, a per-run temporary directory is
+# made and exported, so processes started from this one (make run's web and q2 worker)
+# share it. Production sets it (one directory per container or pod, see docs/metrics.md).
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+PROMETHEUS_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+if not PROMETHEUS_MULTIPROC_DIR:
+    import atexit
+    import shutil
+    import tempfile
+
+    PROMETHEUS_MULTIPROC_DIR = tempfile.mkdtemp(prefix="mailing-prometheus-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR
+    _metrics_dir_owner = os.getpid()
+    atexit.register(
+        lambda: os.getpid() == _metrics_dir_owner
+        and shutil.rmtree(PROMETHEUS_MULTIPROC_DIR, ignore_errors=True)
+    )
+
+# Security. Cookies are HTTPS-only and HSTS is sent whenever DEBUG is off; the redirect to
+# HTTPS is opt-in (production sets SECURE_SSL_REDIRECT=1) so that tests and plain-HTTP
+# development are not redirected. /healthz and /metrics are exempt: probes speak plain HTTP.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+if env_bool("SECURE_PROXY_SSL_HEADER", False):
+    # Behind a TLS-terminating proxy (ingress) that sets X-Forwarded-Proto.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+if not DEBUG:
+    SECURE_HSTS_SECONDS = int(env_number("SECURE_HSTS_SECONDS", 31_536_000, int))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    if "SECRET_KEY" in os.environ and len(SECRET_KEY) < 50:
+        raise ImproperlyConfigured("SECRET_KEY must be at least 50 characters long")
+

@@ -28,6 +28,7 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError, connection
 from django.utils import timezone
 
+from mailing import metrics
 from mailing.engine import lifecycle, provider_state
 from mailing.engine.circuit import CircuitBreaker
 from mailing.engine.provider import HttpSendClient, Outcome, SendClient, SendResult
@@ -270,6 +271,7 @@ class Dispatcher:
 
     def _observe(self, result: SendResult) -> None:
         self.report.count(result.outcome.value)
+        metrics.observe_send(result.outcome.value, result.latency)
         if result.outcome in (Outcome.ACCEPTED, Outcome.REJECTED):
             self.circuit.record_success()
         elif result.outcome in RETRYABLE:

@@ -1,0 +1,208 @@
+"""Prometheus metrics, in prometheus_client's multiprocess mode.
+
+Two kinds of metric, documented one by one in docs/metrics.md:
+
+- Counted where things happen (send API calls in the dispatcher, HTTP requests in the
+  middleware): each process writes its samples under ``PROMETHEUS_MULTIPROC_DIR`` and a
+  scrape adds up every process's files, so gunicorn workers and q2 workers aggregate.
+- Read from the database at scrape time by ``DatabaseCollector`` (messages by status from
+  the mailing counters, mailings by status, the due queue, circuits, the credentials
+  pause): a handful of queries whose cost grows with the number of mailings, not messages.
+
+``PROMETHEUS_MULTIPROC_DIR`` must be set before prometheus_client is imported; the settings
+module takes care of it (see project/settings.py).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Callable, Iterator
+
+from django.conf import settings
+from django.db.models import Count, Sum
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+logger = logging.getLogger("mailing.metrics")
+
+# The due-queue count stops at this many rows (a bounded index scan, not a full count).
+QUEUE_DEPTH_CAP = 100_000
+SEND_OUTCOMES = ("accepted", "rejected", "retry", "throttled", "unauthorized")
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+SEND_REQUESTS = Counter(
+    "mailing_send_requests",
+    "Calls to the external send API, by outcome.",
+    ["outcome"],
+)
+SEND_LATENCY = Histogram(
+    "mailing_send_request_duration_seconds",
+    "Wall time of one call to the external send API (connect, send, read).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+HTTP_REQUESTS = Counter(
+    "mailing_http_requests",
+    "HTTP requests answered by the web app, by method and status code.",
+    ["method", "status"],
+)
+# Label children looked up once: the dispatcher observes every call.
+_send_children = {outcome: SEND_REQUESTS.labels(outcome) for outcome in SEND_OUTCOMES}
+
+
+def observe_send(outcome: str, latency: float) -> None:
+    """One call to the send API (called by the dispatcher for every result)."""
+    child = _send_children.get(outcome)
+    if child is None:
+        child = _send_children[outcome] = SEND_REQUESTS.labels(outcome)
+    child.inc()
+    SEND_LATENCY.observe(latency)
+
+
+class HttpMetricsMiddleware:
+    """Counts every response by method and status code."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        method = request.method if request.method in HTTP_METHODS else "other"
+        HTTP_REQUESTS.labels(method, str(response.status_code)).inc()
+        return response
+
+
+class DatabaseCollector(Collector):
+    """Gauges read from the database at scrape time (cheap: O(mailings))."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from mailing.models import (
+            COUNTER_FIELDS,
+            DispatcherSlot,
+            Mailing,
+            MailingStatus,
+            Message,
+            ProviderState,
+        )
+
+        messages = GaugeMetricFamily(
+            "mailing_messages",
+            "Messages by status, summed over every mailing's counters.",
+            labels=["status"],
+        )
+        totals = Mailing.objects.aggregate(**{name: Sum(name) for name in COUNTER_FIELDS})
+        for name in COUNTER_FIELDS:
+            messages.add_metric([name], totals[name] or 0)
+        yield messages
+
+        mailings = GaugeMetricFamily("mailing_mailings", "Mailings by status.", labels=["status"])
+        by_status = dict(
+            Mailing.objects.order_by()
+            .values_list("status")
+            .annotate(n=Count("id"))
+            .values_list("status", "n")
+        )
+        for status in MailingStatus.values:
+            mailings.add_metric([status], by_status.get(status, 0))
+        yield mailings
+
+        now = timezone.now()
+        due = 0
+        running = Mailing.objects.filter(
+            status=MailingStatus.RUNNING, end_at__gt=now, pending__gt=0
+        ).values_list("id", flat=True)
+        for mailing_id in running:
+            if due >= QUEUE_DEPTH_CAP:
+                break
+            # A bounded range scan of the partial due index of one mailing.
+            due += (
+                Message.objects.filter(
+                    mailing_id=mailing_id, status="pending", next_attempt_at__lte=now
+                )
+                .order_by()
+                .values("id")[: QUEUE_DEPTH_CAP - due]
+                .count()
+            )
+        queue = GaugeMetricFamily(
+            "mailing_queue_due_messages",
+            f"Pending messages of running mailings that are due now (capped at "
+            f"{QUEUE_DEPTH_CAP}: the cap means at least that many).",
+        )
+        queue.add_metric([], min(due, QUEUE_DEPTH_CAP))
+        yield queue
+
+        circuit = GaugeMetricFamily(
+            "mailing_dispatcher_circuit_state",
+            "1 for the current circuit-breaker state of each dispatcher slot, 0 otherwise.",
+            labels=["slot", "state"],
+        )
+        heartbeat = GaugeMetricFamily(
+            "mailing_dispatcher_heartbeat_age_seconds",
+            "Seconds since each dispatcher slot's last heartbeat.",
+            labels=["slot"],
+        )
+        for slot in DispatcherSlot.objects.order_by("slot"):
+            for state in ("closed", "open", "half_open"):
+                circuit.add_metric([str(slot.slot), state], 1 if slot.circuit_state == state else 0)
+            if slot.heartbeat_at is not None:
+                age = max((now - slot.heartbeat_at).total_seconds(), 0.0)
+                heartbeat.add_metric([str(slot.slot)], age)
+        yield circuit
+        yield heartbeat
+
+        paused = GaugeMetricFamily(
+            "mailing_provider_paused_for_credentials",
+            "1 while the send API refuses our token and sending is paused, else 0.",
+        )
+        refused = ProviderState.objects.filter(pk=1, auth_failed_at__isnull=False).exists()
+        paused.add_metric([], 1 if refused else 0)
+        yield paused
+
+
+def registry(*, with_database: bool = True) -> CollectorRegistry:
+    """Every process's samples from PROMETHEUS_MULTIPROC_DIR, plus the database gauges."""
+    reg = CollectorRegistry()
+    multiprocess.MultiProcessCollector(reg)
+    if with_database:
+        reg.register(DatabaseCollector())
+    return reg
+
+
+def exposition(*, with_database: bool = True) -> bytes:
+    return generate_latest(registry(with_database=with_database))
+
+
+def token_matches(given: str) -> bool:
+    token = settings.METRICS_TOKEN
+    return bool(token) and bool(given) and hmac.compare_digest(given.encode(), token.encode())
+
+
+def authorised(request: HttpRequest) -> bool:
+    header = request.headers.get("Authorization", "")
+    return token_matches(header[7:] if header.startswith("Bearer ") else "")
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """``/metrics``: Bearer METRICS_TOKEN; with no token configured, 404 unless DEBUG."""
+    if not settings.METRICS_TOKEN:
+        if not settings.DEBUG:
+            return HttpResponse("Not found.\n", status=404, content_type="text/plain")
+    elif not authorised(request):
+        response = HttpResponse("A valid metrics token is required.\n", status=401)
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    started = time.monotonic()
+    body = exposition()
+    logger.debug("metrics scraped in %.1f ms", (time.monotonic() - started) * 1000)
+    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
