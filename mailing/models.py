@@ -244,3 +244,60 @@ class ProviderState(models.Model):
 
     def __str__(self) -> str:
         return "Send API state"
+
+
+class ReportRun(models.Model):
+    """One row per day whose report was sent: inserted before sending, so with several
+    workers (or after a restart) only the one whose insert succeeds sends that day's."""
+
+    day = models.DateField(unique=True)
+    started_at = models.DateTimeField()
+    sent_at = models.DateTimeField(null=True, blank=True)
+    recipients = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-day"]
+
+    def __str__(self) -> str:
+        return f"Report of {self.day}"
+
+
+class Event(models.Model):
+    """What happened to a mailing, a message or a client: their timelines.
+
+    Plain id columns, no foreign keys: the events of a deleted client or mailing remain, and
+    the engine writes message events in bulk without per-row triggers. A mailing's own
+    events have no message_id; a message's events carry its mailing and client ids too.
+    """
+
+    kind = models.CharField(max_length=40)
+    mailing_id = models.BigIntegerField(null=True, blank=True)
+    message_id = models.BigIntegerField(null=True, blank=True)
+    client_id = models.BigIntegerField(null=True, blank=True)
+    at = models.DateTimeField()
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            # Partial indexes: the mailing timeline skips its (many) message events, so the
+            # engine's per-attempt inserts only touch the message and client indexes.
+            models.Index(
+                fields=["mailing_id", "id"],
+                condition=Q(message_id__isnull=True, mailing_id__isnull=False),
+                name="event_mailing_idx",
+            ),
+            models.Index(
+                fields=["message_id", "id"],
+                condition=Q(message_id__isnull=False),
+                name="event_message_idx",
+            ),
+            models.Index(
+                fields=["client_id", "id"],
+                condition=Q(client_id__isnull=False),
+                name="event_client_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} at {self.at:%Y-%m-%d %H:%M:%S}"

@@ -10,10 +10,12 @@ from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
 from mailing.engine.windows import next_window_opening
+from mailing.events import MESSAGE_TIMELINE_MAILING_KINDS
 from mailing.models import (
     COUNTER_FIELDS,
     Client,
     DispatcherSlot,
+    Event,
     Mailing,
     Message,
     MessageStatus,
@@ -175,3 +177,46 @@ def provider_health(now: datetime | None = None) -> dict[str, object]:
         "auth_failed_at": state["auth_failed_at"],
         "dispatchers": dispatchers,
     }
+
+
+# --- Timelines (the event table) -----------------------------------------------------
+
+
+def events_for(
+    *,
+    mailing_id: int | None = None,
+    message_id: int | None = None,
+    client_id: int | None = None,
+) -> QuerySet[Event]:
+    """The timeline of exactly one mailing, message or client, oldest first.
+
+    - a mailing: its own events (created, started, fan-out, paused, ..., finished), not its
+      messages' (a mailing may have millions);
+    - a message: its mailing's fan-out (where every message's life begins) and its own
+      events (each send attempt, expiry, cancellation);
+    - a client: its own events and those of its messages in every mailing.
+    Each reads one partial index (see ``Event.Meta``).
+    """
+    given = [value is not None for value in (mailing_id, message_id, client_id)]
+    if sum(given) != 1:
+        raise ValueError("give exactly one of mailing_id, message_id, client_id")
+    events = Event.objects.order_by("id")
+    if mailing_id is not None:
+        return events.filter(mailing_id=mailing_id, message_id__isnull=True)
+    if client_id is not None:
+        return events.filter(client_id=client_id)
+    mailing_of_message = (
+        Message.objects.filter(pk=message_id).values_list("mailing_id", flat=True).first()
+    )
+    if mailing_of_message is None:  # the message is gone: its events still know the mailing
+        mailing_of_message = (
+            Event.objects.filter(message_id=message_id).values_list("mailing_id", flat=True).first()
+        )
+    condition = Q(message_id=message_id)
+    if mailing_of_message is not None:
+        condition |= Q(
+            mailing_id=mailing_of_message,
+            message_id__isnull=True,
+            kind__in=MESSAGE_TIMELINE_MAILING_KINDS,
+        )
+    return events.filter(condition)

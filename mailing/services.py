@@ -19,6 +19,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from mailing import events
 from mailing.models import (
     OPERATOR_CODE_REGEX,
     PHONE_REGEX,
@@ -131,7 +132,9 @@ def create_client(
     _validate_client(fields)
     if Client.objects.filter(phone=phone).exists():
         raise ValidationError({"phone": ["A client with this phone already exists."]})
-    client = _save_client(Client(**fields))
+    with transaction.atomic():
+        client = _save_client(Client(**fields))
+        events.record(events.CLIENT_CREATED, client_id=client.pk, **fields)
     logger.info("client created", extra={"client_id": client.pk})
     return client
 
@@ -158,6 +161,11 @@ def update_client(client: Client, **changes: object) -> Client:
         Message.objects.filter(
             unleased(timezone_now()), client=client, status=MessageStatus.PENDING
         ).update(phone=client.phone, timezone=client.timezone)
+        events.record(
+            events.CLIENT_UPDATED,
+            client_id=client.pk,
+            changes={name: fields[name] for name in sorted(changes)},
+        )
     logger.info(
         "client updated",
         extra={"client_id": client.pk, "changed": ",".join(sorted(changes))},
@@ -170,6 +178,12 @@ def delete_client(client: Client) -> None:
     with transaction.atomic():
         cancelled = cancel_messages_of_client(client_id, timezone_now())
         client.delete()
+        events.record(
+            events.CLIENT_DELETED,
+            client_id=client_id,
+            phone=client.phone,
+            cancelled_messages=cancelled,
+        )
     logger.info(
         "client deleted; %d pending messages cancelled",
         cancelled,
@@ -267,15 +281,17 @@ def create_mailing(
         errors.add("end_at", "The end must be in the future.")
     errors.raise_if_any()
     status = MailingStatus.RUNNING if start_at <= now else MailingStatus.SCHEDULED
-    mailing = Mailing.objects.create(
-        start_at=start_at,
-        end_at=end_at,
-        text=text,
-        operator_codes=fields["operator_codes"],
-        tags=fields["tags"],
-        status=status,
-        **_window_fields(send_window),
-    )
+    with transaction.atomic():
+        mailing = Mailing.objects.create(
+            start_at=start_at,
+            end_at=end_at,
+            text=text,
+            operator_codes=fields["operator_codes"],
+            tags=fields["tags"],
+            status=status,
+            **_window_fields(send_window),
+        )
+        events.record(events.MAILING_CREATED, mailing_id=mailing.pk, at=now, status=status)
     logger.info(
         "mailing created (%s)",
         status,
@@ -335,6 +351,13 @@ def update_mailing(mailing: Mailing, *, now: datetime | None = None, **changes: 
     if not updated:
         raise StateConflict("The mailing changed meanwhile; reload and try again.")
     mailing.refresh_from_db()
+    events.record(
+        events.MAILING_UPDATED,
+        mailing_id=mailing.pk,
+        at=now,
+        changed=sorted(really_changed),
+        status=mailing.status,
+    )
     logger.info(
         "mailing updated",
         extra={"mailing_id": mailing.pk, "changed": ",".join(sorted(really_changed))},
@@ -353,6 +376,7 @@ def _transition(mailing: Mailing, allowed_from: tuple[str, ...], to_status: str,
 
 def pause_mailing(mailing: Mailing) -> Mailing:
     _transition(mailing, (MailingStatus.RUNNING,), MailingStatus.PAUSED, "paused")
+    events.record(events.MAILING_PAUSED, mailing_id=mailing.pk)
     logger.info("mailing paused", extra={"mailing_id": mailing.pk})
     mailing.refresh_from_db()
     return mailing
@@ -360,6 +384,7 @@ def pause_mailing(mailing: Mailing) -> Mailing:
 
 def resume_mailing(mailing: Mailing) -> Mailing:
     _transition(mailing, (MailingStatus.PAUSED,), MailingStatus.RUNNING, "resumed")
+    events.record(events.MAILING_RESUMED, mailing_id=mailing.pk)
     logger.info("mailing resumed", extra={"mailing_id": mailing.pk})
     mailing.refresh_from_db()
     return mailing
@@ -371,6 +396,9 @@ def cancel_mailing(mailing: Mailing) -> Mailing:
         _transition(mailing, ACTIVE_STATUSES, MailingStatus.CANCELLED, "cancelled")
         cancelled = settle_pending(
             mailing.pk, MessageStatus.CANCELLED, now, reason="mailing cancelled"
+        )
+        events.record(
+            events.MAILING_CANCELLED, mailing_id=mailing.pk, at=now, cancelled_messages=cancelled
         )
     logger.info(
         "mailing cancelled; %d pending messages cancelled",
@@ -388,4 +416,5 @@ def delete_mailing(mailing: Mailing) -> None:
         if mailing.status in ACTIVE_STATUSES:
             Mailing.objects.filter(pk=mailing_id).update(status=MailingStatus.CANCELLED)
         mailing.delete()
+        events.record(events.MAILING_DELETED, mailing_id=mailing_id, status=mailing.status)
     logger.info("mailing deleted", extra={"mailing_id": mailing_id})

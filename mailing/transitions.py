@@ -14,6 +14,7 @@ from datetime import datetime
 from django.db import transaction
 from django.db.models import Count, F, Q, QuerySet
 
+from mailing import events
 from mailing.models import COUNTER_FIELDS, Mailing, Message, MessageStatus
 
 logger = logging.getLogger("mailing.engine")
@@ -68,7 +69,13 @@ def settle_pending(
         messages = messages.filter(only)
     with transaction.atomic():
         lock_mailings([mailing_id])
-        changed = messages.update(status=to_status, claimed_by=None, last_error=reason)
+        # One event per message changed, written by the same statement (events.py).
+        kind = (
+            events.MESSAGE_EXPIRED
+            if to_status == MessageStatus.EXPIRED
+            else events.MESSAGE_CANCELLED
+        )
+        changed = events.settle_with_events(messages, to_status, reason, kind, now)
         shift_counters(mailing_id, MessageStatus.PENDING, to_status, changed)
     return changed
 

@@ -12,7 +12,7 @@ from ninja import NinjaAPI
 from ninja.openapi.schema import OpenAPISchema
 from ninja.operation import Operation
 
-from mailing.api import clients, errors, mailings, system
+from mailing.api import clients, errors, events, mailings, system
 from mailing.api.auth import ApiTokenAuth
 from mailing.api.calllog import log_calls
 
@@ -78,3 +78,4 @@ api.add_decorator(log_calls, mode="view")
 api.add_router("", clients.router)
 api.add_router("", mailings.router)
 api.add_router("", system.router)
+api.add_router("", events.router)

@@ -9,8 +9,9 @@ from datetime import datetime, timedelta
 
 from django.db.models import Q
 
+from mailing import events
 from mailing.engine.fanout import fan_out
-from mailing.models import Mailing, MailingStatus, MessageStatus
+from mailing.models import COUNTER_FIELDS, Mailing, MailingStatus, MessageStatus
 from mailing.transitions import reconcile_counters, settle_pending
 
 logger = logging.getLogger("mailing.engine")
@@ -29,6 +30,7 @@ def start_due_mailings(now: datetime) -> list[int]:
             status=MailingStatus.RUNNING, updated_at=now
         ):
             logger.info("mailing started", extra={"mailing_id": mailing_id})
+            events.record(events.MAILING_STARTED, mailing_id=mailing_id, at=now)
             started.append(mailing_id)
     return started
 
@@ -47,7 +49,17 @@ def fan_out_started_mailings(now: datetime) -> list[int]:
         )
         if not claimed:
             continue
-        fan_out(mailing, now)
+        created = fan_out(mailing, now)
+        # One event for the whole fan-out, never one per message: each message's timeline
+        # starts with it.
+        expired = Mailing.objects.filter(pk=mailing.pk).values_list("expired", flat=True).first()
+        events.record(
+            events.MAILING_FANNED_OUT,
+            mailing_id=mailing.pk,
+            at=now,
+            messages=created,
+            expired_at_creation=expired or 0,
+        )
         done.append(mailing.pk)
     return done
 
@@ -70,6 +82,9 @@ def settle_unsendable(now: datetime) -> int:
                 "%d messages expired at the end of the mailing",
                 count,
                 extra={"mailing_id": mailing_id, "expired_messages": count},
+            )
+            events.record(
+                events.MAILING_MESSAGES_EXPIRED, mailing_id=mailing_id, at=now, messages=count
             )
         settled += count
     cancelled = Mailing.objects.filter(status=MailingStatus.CANCELLED, pending__gt=0).values_list(
@@ -94,6 +109,8 @@ def finish_completed_mailings(now: datetime) -> list[int]:
         ):
             logger.info("mailing finished", extra={"mailing_id": mailing_id})
             reconcile_counters(mailing_id)
+            counts = Mailing.objects.filter(pk=mailing_id).values(*COUNTER_FIELDS).first()
+            events.record(events.MAILING_FINISHED, mailing_id=mailing_id, at=now, **(counts or {}))
             finished.append(mailing_id)
     return finished
 

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from django.db import connection, transaction
 from django.db.models import Case, DateTimeField, F, Value, When
 
+from mailing import events
 from mailing.engine.backoff import retry_delay, throttle_delay
 from mailing.engine.fanout import WINDOW_NEVER_OPENS
 from mailing.engine.provider import Outcome, OutgoingMessage, SendResult
@@ -76,12 +77,14 @@ def _claim_rows(mailing_id: int, worker_id: str, limit: int, now: datetime, leas
 
 
 def _settle_claimed(
-    mailing_id: int, ids: list[int], worker_id: str, status: str, reason: str
+    mailing_id: int, ids: list[int], worker_id: str, status: str, reason: str, now: datetime
 ) -> None:
     changed = Message.objects.filter(
         id__in=ids, status=MessageStatus.PENDING, claimed_by=worker_id
     ).update(status=status, claimed_by=None, last_error=reason)
     shift_counters(mailing_id, MessageStatus.PENDING, status, changed)
+    if changed:
+        events.record_for_messages(f"message.{status}", mailing_id, ids, status, now, reason=reason)
 
 
 @dataclass
@@ -122,11 +125,18 @@ def _sort_claimed_rows(rows, mailing_row, now: datetime) -> tuple[list[Claimed],
     return sendable, unsendable
 
 
-def _settle_unsendable(mailing_id: int, worker_id: str, unsendable: _Unsendable) -> None:
+def _settle_unsendable(
+    mailing_id: int, worker_id: str, unsendable: _Unsendable, now: datetime
+) -> None:
     with transaction.atomic():
         lock_mailings([mailing_id])
         _settle_claimed(
-            mailing_id, unsendable.cancelled, worker_id, MessageStatus.CANCELLED, "client deleted"
+            mailing_id,
+            unsendable.cancelled,
+            worker_id,
+            MessageStatus.CANCELLED,
+            "client deleted",
+            now,
         )
         _settle_claimed(
             mailing_id,
@@ -134,6 +144,7 @@ def _settle_unsendable(mailing_id: int, worker_id: str, unsendable: _Unsendable)
             worker_id,
             MessageStatus.FAILED,
             "unknown client time zone",
+            now,
         )
         _settle_claimed(
             mailing_id,
@@ -141,6 +152,7 @@ def _settle_unsendable(mailing_id: int, worker_id: str, unsendable: _Unsendable)
             worker_id,
             MessageStatus.EXPIRED,
             WINDOW_NEVER_OPENS,
+            now,
         )
         for opening, ids in unsendable.deferred.items():
             Message.objects.filter(id__in=ids, claimed_by=worker_id).update(
@@ -182,7 +194,7 @@ def claim_due(worker_id: str, limit: int, now: datetime, lease: timedelta) -> li
             if unsendable:
                 to_settle.append((mailing_row[0], unsendable))
     for mailing_id, unsendable in sorted(to_settle, key=lambda item: item[0]):
-        _settle_unsendable(mailing_id, worker_id, unsendable)
+        _settle_unsendable(mailing_id, worker_id, unsendable, now)
     return claimed
 
 
@@ -310,3 +322,12 @@ def record_results(
                 release(unauthorized, worker_id, now, "send API refused our credentials")
             if unsent:
                 release(unsent, worker_id, now)
+        # One event per attempt, one multi-row INSERT for the whole batch.
+        events.record_attempts(
+            (
+                (claim.message.mailing_id, claim.message.message_id, claim.message.client_id, r)
+                for claim, r in outcomes
+                if r is not None
+            ),
+            now,
+        )

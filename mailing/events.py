@@ -1,0 +1,178 @@
+"""The event table: the timelines of mailings, messages and clients.
+
+Services record what staff and API callers did (client created, mailing paused, ...); the
+engine records what happened to mailings (started, fanned out, finished) and to messages.
+Message events are written in bulk, in the transaction that changes the messages:
+
+- one row per send attempt, from ``record_attempts`` (called by ``queue.record_results``
+  with the whole batch: one multi-row INSERT, not one per message);
+- one row per message expired or cancelled, from ``settle_with_events``: a single
+  ``UPDATE ... RETURNING`` feeding an ``INSERT ... SELECT`` on PostgreSQL.
+
+A fan-out writes ONE mailing event ("fan-out created N messages"), never one per message:
+a message's timeline starts with its mailing's fan-out event (see ``selectors.events_for``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime
+
+from django.db import connection
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from mailing.models import Event, Message
+
+# Kinds, by subject.
+CLIENT_CREATED = "client.created"
+CLIENT_UPDATED = "client.updated"
+CLIENT_DELETED = "client.deleted"
+MAILING_CREATED = "mailing.created"
+MAILING_UPDATED = "mailing.updated"
+MAILING_PAUSED = "mailing.paused"
+MAILING_RESUMED = "mailing.resumed"
+MAILING_CANCELLED = "mailing.cancelled"
+MAILING_DELETED = "mailing.deleted"
+MAILING_STARTED = "mailing.started"
+MAILING_FANNED_OUT = "mailing.fanned_out"
+MAILING_MESSAGES_EXPIRED = "mailing.messages_expired"
+MAILING_FINISHED = "mailing.finished"
+# Message kinds: one per attempt outcome, then the final statuses set without an attempt.
+MESSAGE_SEND_PREFIX = "message.send_"  # + accepted / rejected / retry / throttled / unauthorized
+MESSAGE_EXPIRED = "message.expired"
+MESSAGE_CANCELLED = "message.cancelled"
+MESSAGE_FAILED = "message.failed"
+
+# The mailing events that also begin each of its messages' timelines.
+MESSAGE_TIMELINE_MAILING_KINDS = (MAILING_FANNED_OUT,)
+
+
+def record(
+    kind: str,
+    *,
+    mailing_id: int | None = None,
+    message_id: int | None = None,
+    client_id: int | None = None,
+    at: datetime | None = None,
+    **data: object,
+) -> Event:
+    """One event (services and lifecycle steps: a handful per user action or tick)."""
+    return Event.objects.create(
+        kind=kind,
+        mailing_id=mailing_id,
+        message_id=message_id,
+        client_id=client_id,
+        at=at or timezone.now(),
+        data=data,
+    )
+
+
+def record_attempts(rows: Iterable[tuple[int, int, int | None, object]], at: datetime) -> None:
+    """One event per send attempt, in one multi-row INSERT.
+
+    ``rows`` are ``(mailing_id, message_id, client_id, SendResult)``; attempts counts the
+    one just made. Called inside the transaction that records the results.
+    """
+    events = []
+    for mailing_id, message_id, client_id, result in rows:
+        data: dict[str, object] = {"latency_ms": round(result.latency * 1000, 1)}
+        if result.status_code is not None:
+            data["status_code"] = result.status_code
+        if result.detail:
+            data["detail"] = result.detail[:500]
+        if result.retry_after is not None:
+            data["retry_after"] = result.retry_after
+        events.append(
+            Event(
+                kind=MESSAGE_SEND_PREFIX + result.outcome.value,
+                mailing_id=mailing_id,
+                message_id=message_id,
+                client_id=client_id,
+                at=at,
+                data=data,
+            )
+        )
+    if events:
+        Event.objects.bulk_create(events)
+
+
+def record_for_messages(
+    kind: str, mailing_id: int, message_ids: list[int], status: str, at: datetime, **data: object
+) -> None:
+    """One event per message of a short list now in ``status`` (claim-time settling), in
+    one INSERT ... SELECT."""
+    if not message_ids:
+        return
+    _insert_select(
+        kind,
+        at,
+        data,
+        f"SELECT mailing_id, id, client_id FROM {Message._meta.db_table} WHERE id IN "  # noqa: S608
+        f"({', '.join(['%s'] * len(message_ids))}) AND mailing_id = %s AND status = %s",
+        [*message_ids, mailing_id, status],
+    )
+
+
+def _json_param(data: dict[str, object]) -> str:
+    return json.dumps(data, ensure_ascii=False, sort_keys=True)
+
+
+def _insert_select(kind: str, at: datetime, data: dict, select_sql: str, params: list) -> None:
+    table = Event._meta.db_table
+    cast = "::jsonb" if connection.vendor == "postgresql" else ""
+    sql = (
+        f"INSERT INTO {table} (kind, mailing_id, message_id, client_id, at, data) "  # noqa: S608
+        f"SELECT %s, src.mailing_id, src.id, src.client_id, %s, %s{cast} FROM ({select_sql}) src"
+    )
+    adapt = connection.ops.adapt_datetimefield_value
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [kind, adapt(at), _json_param(data), *params])
+
+
+def settle_with_events(
+    messages: QuerySet[Message], to_status: str, reason: str, kind: str, at: datetime
+) -> int:
+    """``messages.update(status=to_status, claimed_by=None, last_error=reason)`` that also
+    writes one ``kind`` event per message it changed; returns how many it changed.
+
+    PostgreSQL: one statement, ``WITH changed AS (UPDATE ... RETURNING) INSERT ... SELECT``.
+    SQLite (no data-modifying CTE): ``UPDATE ... RETURNING`` and a multi-row INSERT, in
+    the caller's transaction (SQLite has one writer at a time).
+    """
+    table = Message._meta.db_table
+    compiler = messages.query.get_compiler(connection=connection)
+    where_sql, where_params = compiler.compile(messages.query.where)
+    update_sql = (
+        f"UPDATE {table} SET status = %s, claimed_by = NULL, last_error = %s "  # noqa: S608
+        f"WHERE {where_sql} RETURNING id, mailing_id, client_id"
+    )
+    update_params = [to_status, reason, *where_params]
+    data = _json_param({"reason": reason} if reason else {})
+    adapt = connection.ops.adapt_datetimefield_value
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"WITH changed AS ({update_sql}), logged AS ("  # noqa: S608
+                f"INSERT INTO {Event._meta.db_table} "
+                "(kind, mailing_id, message_id, client_id, at, data) "
+                "SELECT %s, mailing_id, id, client_id, %s, %s::jsonb FROM changed) "
+                "SELECT count(*) FROM changed",
+                [*update_params, kind, adapt(at), data],
+            )
+            return cursor.fetchone()[0]
+        cursor.execute(update_sql, update_params)
+        changed = cursor.fetchall()
+    Event.objects.bulk_create(
+        Event(
+            kind=kind,
+            mailing_id=mailing_id,
+            message_id=message_id,
+            client_id=client_id,
+            at=at,
+            data=json.loads(data),
+        )
+        for message_id, mailing_id, client_id in changed
+    )
+    return len(changed)
