@@ -703,6 +703,7 @@ class FakeProviderServer:
         self.recorder = recorder if recorder is not None else Recorder(record_path)
         self._app = build_app(config if config is not None else FaultConfig(), self.recorder)
         self._shutdown_timeout = shutdown_timeout
+        self._listener: _Listener | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -741,6 +742,7 @@ class FakeProviderServer:
         asyncio.set_event_loop(loop)
         self._loop = loop
         listener = _Listener(self._app, self.host, self.port, self._shutdown_timeout)
+        self._listener = listener
         try:
             try:
                 loop.run_until_complete(listener.start())
@@ -767,6 +769,22 @@ class FakeProviderServer:
         if thread.is_alive():
             raise RuntimeError("fake provider thread did not stop in time")
         self._thread = None
+
+    def begin_outage(self, seconds: float) -> FaultConfig:
+        """Refuse connections from now on for ``seconds`` (outages are otherwise given as
+        offsets from the server's start, which a test rarely knows)."""
+        listener, loop = self._listener, self._loop
+        if listener is None or loop is None:
+            raise RuntimeError("the fake provider is not running")
+        state = self._app[STATE_KEY]
+
+        async def apply() -> FaultConfig:
+            window = (listener._elapsed(), float(seconds))
+            config = updated_config(state.config, {"outages": [*state.config.outages, window]})
+            state.set_config(config)
+            return config
+
+        return asyncio.run_coroutine_threadsafe(apply(), loop).result(10)
 
     def update_config(self, **fields: Any) -> FaultConfig:
         """Change the config at runtime; ValueError on unknown fields or bad values."""

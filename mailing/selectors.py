@@ -179,6 +179,67 @@ def provider_health(now: datetime | None = None) -> dict[str, object]:
     }
 
 
+# --- Staff UI -------------------------------------------------------------------------
+
+
+def operator_code_choices() -> list[str]:
+    """Every operator code some client has (the choices of a mailing's filter)."""
+    return list(
+        Client.objects.order_by("operator_code").values_list("operator_code", flat=True).distinct()
+    )
+
+
+def tag_choices() -> list[str]:
+    """Every non-empty tag some client has."""
+    return list(
+        Client.objects.exclude(tag="").order_by("tag").values_list("tag", flat=True).distinct()
+    )
+
+
+def recent_overview(limit: int = 10) -> dict[str, object]:
+    """Totals over every mailing (counters, so no message scan) and the latest mailings."""
+    totals = Mailing.objects.aggregate(
+        total=Sum("total"), **{name: Sum(name) for name in COUNTER_FIELDS}
+    )
+    by_status = dict(
+        Mailing.objects.order_by()
+        .values_list("status")
+        .annotate(n=Count("id"))
+        .values_list("status", "n")
+    )
+    return {
+        "totals": {name: value or 0 for name, value in totals.items()},
+        "mailings_by_status": by_status,
+        "recent": list(Mailing.objects.order_by("-id")[:limit]),
+    }
+
+
+def send_api_health(now: datetime | None = None) -> dict[str, object]:
+    """Latency p50/p95, error rate and calls of the last minute, over live dispatchers.
+
+    Each dispatcher stores its own last minute on its slot; the percentiles shown are the
+    request-weighted mean of theirs (exact with one dispatcher, close enough with a few)."""
+    now = now or timezone.now()
+    rows = list(
+        DispatcherSlot.objects.filter(
+            send_health_at__gte=now - timedelta(seconds=30), send_requests__gt=0
+        ).values("send_requests", "send_p50_ms", "send_p95_ms", "send_error_rate")
+    )
+    requests = sum(row["send_requests"] for row in rows)
+    if not requests:
+        return {"requests": 0, "p50_ms": None, "p95_ms": None, "error_rate": None}
+
+    def weighted(name: str) -> float:
+        return sum(row[name] * row["send_requests"] for row in rows) / requests
+
+    return {
+        "requests": requests,
+        "p50_ms": round(weighted("send_p50_ms"), 1),
+        "p95_ms": round(weighted("send_p95_ms"), 1),
+        "error_rate": weighted("send_error_rate"),
+    }
+
+
 # --- Timelines (the event table) -----------------------------------------------------
 
 
