@@ -14,7 +14,12 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-install: $(VENV)/.installed
+# The development OIDC provider of the staff UI's sign-in (node-oidc-provider, pinned by its lock).
+devtools/oidc/node_modules/.installed: devtools/oidc/package.json devtools/oidc/package-lock.json
+	cd devtools/oidc && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(VENV)/.installed devtools/oidc/node_modules/.installed
 
 migrate: install
 	mkdir -p var

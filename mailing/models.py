@@ -224,6 +224,12 @@ class DispatcherSlot(models.Model):
     enqueued_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     circuit_state = models.CharField(max_length=16, default="closed")
+    # The send API over the owner's last minute (mailing.engine.send_health), for the UI.
+    send_requests = models.PositiveIntegerField(default=0)
+    send_p50_ms = models.FloatField(null=True, blank=True)
+    send_p95_ms = models.FloatField(null=True, blank=True)
+    send_error_rate = models.FloatField(null=True, blank=True)
+    send_health_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["slot"]

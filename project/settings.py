@@ -65,6 +65,13 @@ INSTALLED_APPS = [
     "ninja",
     "mailing",
     "dashboard",
+    "django_htmx",
+    "django_tables2",
+    "django_filters",
+    "allauth",
+    "allauth.account",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.openid_connect",
 ]
 
 MIDDLEWARE = [
@@ -77,6 +84,14 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "dashboard.middleware.StaffTimezoneMiddleware",
+]
+
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
 ]
 
 ROOT_URLCONF = "project.urls"
@@ -92,6 +107,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "dashboard.context.ui",
             ],
         },
     },
@@ -248,3 +264,46 @@ if not DEBUG:
     if "SECRET_KEY" in os.environ and len(SECRET_KEY) < 50:
         raise ImproperlyConfigured("SECRET_KEY must be at least 50 characters long")
 
+# --- Staff UI and sign-in ---------------------------------------------------------
+# Staff sign in through the company's OpenID Connect provider (django-allauth); there is no
+# local password sign-in and no open sign-up. `make run` starts a development provider.
+OIDC_ISSUER_URL = env_str("OIDC_ISSUER_URL", "http://127.0.0.1:8090").rstrip("/")
+OIDC_CLIENT_ID = env_str("OIDC_CLIENT_ID", "mailing-ui")
+OIDC_CLIENT_SECRET = env_str("OIDC_CLIENT_SECRET", "dev-secret")
+OIDC_PROVIDER_NAME = env_str("OIDC_PROVIDER_NAME", "Company sign-in")
+# Staff are identities with a verified e-mail in one of these domains, or in this group
+# (the "groups" claim); an empty list / empty group name disables that rule.
+OIDC_ALLOWED_EMAIL_DOMAINS = [
+    domain.lower() for domain in env_list("OIDC_ALLOWED_EMAIL_DOMAINS", "example.com")
+]
+OIDC_STAFF_GROUP = env_str("OIDC_STAFF_GROUP", "staff")
+SOCIALACCOUNT_PROVIDERS = {
+    "openid_connect": {
+        "OAUTH_PKCE_ENABLED": True,
+        "SCOPE": ["openid", "profile", "email", *(["groups"] if OIDC_STAFF_GROUP else [])],
+        "APPS": [
+            {
+                "provider_id": "sso",
+                "name": OIDC_PROVIDER_NAME,
+                "client_id": OIDC_CLIENT_ID,
+                "secret": OIDC_CLIENT_SECRET,
+                "settings": {"server_url": OIDC_ISSUER_URL},
+            }
+        ],
+    }
+}
+SOCIALACCOUNT_ADAPTER = "dashboard.auth.StaffOnlySocialAccountAdapter"
+ACCOUNT_ADAPTER = "dashboard.auth.NoLocalAccountAdapter"
+SOCIALACCOUNT_ONLY = True  # no local username/password sign-in or sign-up
+SOCIALACCOUNT_AUTO_SIGNUP = True
+SOCIALACCOUNT_LOGIN_ON_GET = False
+SOCIALACCOUNT_STORE_TOKENS = False
+# A staff member known locally (same verified e-mail) is the same person: sign them in.
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = True
+SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = True
+ACCOUNT_EMAIL_VERIFICATION = "none"
+ACCOUNT_LOGOUT_ON_GET = False
+ACCOUNT_LOGOUT_REDIRECT_URL = "dashboard:sign_in"
+LOGIN_URL = "dashboard:sign_in"
+LOGIN_REDIRECT_URL = "dashboard:home"
+DJANGO_TABLES2_TEMPLATE = "dashboard/table.html"

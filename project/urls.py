@@ -1,12 +1,16 @@
 from functools import partial
 
+from allauth.account.decorators import secure_admin_login
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from ninja.openapi.views import openapi_view
 
 from mailing.api import api
 from mailing.health import healthz
 from mailing.metrics import metrics_view
+
+# The admin signs in like the staff UI, through the identity provider (no local passwords).
+admin.site.login = secure_admin_login(admin.site.login)
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -15,4 +19,7 @@ urlpatterns = [
     path("docs/", partial(openapi_view, api=api), name="api-docs"),
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics_view, name="metrics"),
+    # Staff UI and its sign-in (django-allauth, OpenID Connect).
+    path("accounts/", include("allauth.urls")),
+    path("", include("dashboard.urls")),
 ]

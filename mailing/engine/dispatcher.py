@@ -33,10 +33,13 @@ from mailing.engine import lifecycle, provider_state
 from mailing.engine.circuit import CircuitBreaker
 from mailing.engine.provider import HttpSendClient, Outcome, SendClient, SendResult
 from mailing.engine.queue import Claimed, RetryPolicy, claim_due, record_results
+from mailing.engine.send_health import SendHealthWindow
+from mailing.models import DispatcherSlot
 
 logger = logging.getLogger("mailing.engine")
 
 RETRYABLE = (Outcome.RETRY,)
+HEALTH_STORE_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +126,8 @@ class Dispatcher:
         self._last_auth_probe = 0.0
         self._throttled_until = 0.0
         self._db_executor: ThreadPoolExecutor | None = None
+        self.send_health = SendHealthWindow()
+        self._health_stored_at = 0.0
 
     # --- public ---------------------------------------------------------------------
 
@@ -225,7 +230,22 @@ class Dispatcher:
             return False
         lifecycle.tick(now)
         self._auth_failed_at = provider_state.unauthorized_since()
+        self._store_send_health(now)
         return True
+
+    def _store_send_health(self, now: datetime) -> None:
+        """Every few seconds, the last minute's latency and errors onto our slot (if any)."""
+        if time.monotonic() - self._health_stored_at < HEALTH_STORE_SECONDS:
+            return
+        self._health_stored_at = time.monotonic()
+        health = self.send_health.summary()
+        DispatcherSlot.objects.filter(owner=self.worker_id).update(
+            send_requests=health["requests"],
+            send_p50_ms=health["p50_ms"],
+            send_p95_ms=health["p95_ms"],
+            send_error_rate=health["error_rate"],
+            send_health_at=now,
+        )
 
     def _allowance(self, in_flight: int) -> int:
         if time.monotonic() < self._throttled_until:
@@ -272,6 +292,9 @@ class Dispatcher:
     def _observe(self, result: SendResult) -> None:
         self.report.count(result.outcome.value)
         metrics.observe_send(result.outcome.value, result.latency)
+        self.send_health.record(
+            result.latency, result.outcome not in (Outcome.ACCEPTED, Outcome.REJECTED)
+        )
         if result.outcome in (Outcome.ACCEPTED, Outcome.REJECTED):
             self.circuit.record_success()
         elif result.outcome in RETRYABLE:

@@ -22,6 +22,7 @@ STOP_GRACE_SECONDS = 15
 # session of its own, only reliably stops on SIGTERM.
 STOP_SIGNALS = {"q2 worker": signal.SIGINT, "send API stand-in": signal.SIGINT}
 DEMO_USER = "demo"
+OIDC_DEMO_LOGIN = "username demo, password demo-password"  # devtools/oidc/server.mjs
 TOKEN_NAME = "make run"  # noqa: S105 - the label of the token, not a secret
 
 
@@ -32,13 +33,21 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--probe-port", type=int, default=8081)
+        parser.add_argument("--oidc-port", type=int, default=8090)
+        parser.add_argument(
+            "--no-oidc",
+            action="store_true",
+            help="no development OIDC provider (OIDC_ISSUER_URL points at a real one)",
+        )
         parser.add_argument(
             "--no-provider",
             action="store_true",
             help="do not start the stand-in (PROBE_URL points at a real provider)",
         )
 
-    def handle(self, *args, host, port, probe_port, no_provider, **options) -> None:
+    def handle(
+        self, *args, host, port, probe_port, no_provider, oidc_port, no_oidc, **options
+    ) -> None:
         env = dict(os.environ)
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         commands: dict[str, list[str]] = {}
@@ -46,6 +55,24 @@ class Command(BaseCommand):
             env["PROBE_URL"] = f"http://127.0.0.1:{probe_port}/v1"
             env.setdefault("PROBE_TOKEN", settings.PROBE_TOKEN)
             commands["send API stand-in"] = [*manage, "fake_provider", "--port", str(probe_port)]
+        if not no_oidc:
+            # The development identity provider for the staff UI's sign-in (devtools/oidc).
+            env["OIDC_ISSUER_URL"] = f"http://127.0.0.1:{oidc_port}"
+            callbacks = {
+                f"http://{name}:{port}/accounts/oidc/sso/login/callback/"
+                for name in (host, "127.0.0.1", "localhost")
+            }
+            commands["OIDC provider"] = [
+                "node",
+                str(settings.BASE_DIR / "devtools" / "oidc" / "server.mjs"),
+                "--port",
+                str(oidc_port),
+                "--client-id",
+                settings.OIDC_CLIENT_ID,
+                "--client-secret",
+                settings.OIDC_CLIENT_SECRET,
+                *[arg for url in sorted(callbacks) for arg in ("--redirect-uri", url)],
+            ]
         commands["q2 worker"] = [*manage, "qcluster"]
         commands["web"] = [*manage, "runserver", f"{host}:{port}", "--noreload"]
 
@@ -59,6 +86,12 @@ class Command(BaseCommand):
         self.stdout.write(
             f"\nMailing service: http://{host}:{port}/  API docs: http://{host}:{port}/docs/\n"
             f"Send API: {env.get('PROBE_URL', settings.PROBE_URL)}\n"
+            + (
+                f"Staff UI sign-in: development OIDC provider at {env['OIDC_ISSUER_URL']}; "
+                f"demo staff: {OIDC_DEMO_LOGIN}\n"
+                if not no_oidc
+                else ""
+            )
             + (f"API token of the demo staff user: {token}\n" if token else "")
             + "Ctrl-C stops everything.\n"
         )

@@ -1,0 +1,171 @@
+"""Forms parse and present; the domain rules live in mailing.services (no rule twice).
+
+``apply_service_errors`` maps a service's ValidationError (field -> messages, with names
+such as ``filter.operator_codes``) onto the form's fields.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from mailing import selectors
+from mailing.services import TEXT_MAX_LENGTH, SendWindow
+
+DATETIME_FORMAT = "%Y-%m-%dT%H:%M"
+
+
+class DateTimeLocalInput(forms.DateTimeInput):
+    input_type = "datetime-local"
+
+    def __init__(self, **kwargs):
+        super().__init__(format=DATETIME_FORMAT, **kwargs)
+
+
+class TimeInput(forms.TimeInput):
+    input_type = "time"
+
+    def __init__(self, **kwargs):
+        super().__init__(format="%H:%M", **kwargs)
+
+
+def apply_service_errors(form: forms.Form, error: ValidationError, aliases: dict) -> None:
+    """Put each of the service's field errors next to the form field it belongs to."""
+    for name, messages in error.message_dict.items():
+        field = aliases.get(name, name)
+        if field not in form.fields:
+            field = None  # shown above the form
+        for message in messages:
+            form.add_error(field, message)
+
+
+class MailingForm(forms.Form):
+    start_at = forms.DateTimeField(
+        label="Start", widget=DateTimeLocalInput(), input_formats=[DATETIME_FORMAT]
+    )
+    end_at = forms.DateTimeField(
+        label="End", widget=DateTimeLocalInput(), input_formats=[DATETIME_FORMAT]
+    )
+    text = forms.CharField(
+        label="Text",
+        strip=False,
+        widget=forms.Textarea(
+            attrs={"rows": 5, "data-count-max": TEXT_MAX_LENGTH, "aria-describedby": "text-count"}
+        ),
+    )
+    operator_codes = forms.MultipleChoiceField(
+        label="Operator codes",
+        required=False,
+        help_text="None selected: every operator.",
+        widget=forms.SelectMultiple(attrs={"size": 6}),
+    )
+    tags = forms.MultipleChoiceField(
+        label="Tags",
+        required=False,
+        help_text="None selected: every tag.",
+        widget=forms.SelectMultiple(attrs={"size": 6}),
+    )
+    window_start = forms.TimeField(
+        label="Send window from",
+        required=False,
+        widget=TimeInput(),
+        help_text="In each client's own local time. Leave both empty to send at any hour.",
+    )
+    window_end = forms.TimeField(label="Send window until", required=False, widget=TimeInput())
+
+    # Service field names -> form field names.
+    ALIASES = {
+        "filter.operator_codes": "operator_codes",
+        "filter.tags": "tags",
+        "send_window": "window_start",
+    }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        codes = selectors.operator_code_choices()
+        tags = selectors.tag_choices()
+        # Keep the mailing's own values selectable even if no client has them any more.
+        for value in self.initial.get("operator_codes", []):
+            if value not in codes:
+                codes.append(value)
+        for value in self.initial.get("tags", []):
+            if value not in tags:
+                tags.append(value)
+        self.fields["operator_codes"].choices = [(c, c) for c in sorted(codes)]
+        self.fields["tags"].choices = [(t, t) for t in sorted(tags)]
+
+    def clean(self):
+        data = super().clean()
+        start, end = data.get("window_start"), data.get("window_end")
+        if (start is None) != (end is None):
+            self.add_error("window_start", "Give both ends of the send window, or neither.")
+        return data
+
+    def service_arguments(self) -> dict:
+        data = self.cleaned_data
+        window = None
+        if data.get("window_start") is not None and data.get("window_end") is not None:
+            window = SendWindow(data["window_start"], data["window_end"])
+        return {
+            "start_at": data["start_at"],
+            "end_at": data["end_at"],
+            "text": data["text"],
+            "operator_codes": list(data.get("operator_codes") or []),
+            "tags": list(data.get("tags") or []),
+            "send_window": window,
+        }
+
+
+class PreviewForm(forms.Form):
+    """The audience part of the mailing form, as the live preview reads it (lenient)."""
+
+    operator_codes = forms.MultipleChoiceField(required=False)
+    tags = forms.MultipleChoiceField(required=False)
+    start_at = forms.DateTimeField(required=False, input_formats=[DATETIME_FORMAT])
+    end_at = forms.DateTimeField(required=False, input_formats=[DATETIME_FORMAT])
+    window_start = forms.TimeField(required=False)
+    window_end = forms.TimeField(required=False)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["operator_codes"].choices = [(c, c) for c in selectors.operator_code_choices()]
+        self.fields["tags"].choices = [(t, t) for t in selectors.tag_choices()]
+
+
+class ClientForm(forms.Form):
+    phone = forms.CharField(label="Phone", max_length=32, help_text="11 digits starting with 7.")
+    operator_code = forms.CharField(
+        label="Operator code",
+        required=False,
+        max_length=8,
+        help_text="Leave empty to take it from the phone.",
+    )
+    tag = forms.CharField(label="Tag", required=False, max_length=200, strip=False)
+    timezone = forms.ChoiceField(label="Time zone")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from mailing.services import known_timezones
+
+        self.fields["timezone"].choices = [("", "Choose a time zone")] + [
+            (z, z) for z in sorted(known_timezones())
+        ]
+
+
+class ImportForm(forms.Form):
+    file = forms.FileField(
+        label="CSV file",
+        help_text="UTF-8, with a header row: phone, timezone, and optionally operator_code, tag.",
+        widget=forms.ClearableFileInput(attrs={"accept": ".csv,text/csv"}),
+    )
+
+
+class TokenForm(forms.Form):
+    name = forms.CharField(
+        label="Token name", max_length=200, help_text="What uses it, e.g. “CRM sync”."
+    )
+
+
+class TimezoneForm(forms.Form):
+    timezone = forms.CharField(max_length=64)
+    next = forms.CharField(required=False, max_length=2000)

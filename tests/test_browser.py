@@ -1,0 +1,252 @@
+"""The staff UI in a real browser (Debian's Chromium through Playwright), signed in through
+the real development OIDC provider process (devtools/oidc, node-oidc-provider).
+
+Each test saves a screenshot of its last page under test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_clients
+
+# Playwright's sync API keeps an event loop in the test thread; the ORM calls the tests make
+# between browser steps are ordinary synchronous ones.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+OIDC_DIR = ROOT / "devtools" / "oidc"
+CLIENT_SECRET = "browser-test-secret"
+
+pytestmark = [
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed"),
+    pytest.mark.django_db(transaction=True),
+]
+
+BROWSER_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def oidc_provider(live_server):
+    """The development OIDC provider process, registered for this live server's callback."""
+    if shutil.which("node") is None or not (OIDC_DIR / "node_modules").exists():
+        pytest.fail("node and devtools/oidc/node_modules are needed: run `make install`")
+    port = free_port()
+    callback = f"{live_server.url}/accounts/oidc/sso/login/callback/"
+    process = subprocess.Popen(
+        [
+            "node",
+            "server.mjs",
+            "--port",
+            str(port),
+            "--client-id",
+            "mailing-ui",
+            "--client-secret",
+            CLIENT_SECRET,
+            "--redirect-uri",
+            callback,
+        ],
+        cwd=OIDC_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        line = process.stdout.readline()
+        if "ready at" in line:
+            break
+        if (not line and process.poll() is not None) or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"the OIDC provider did not start: {line}")
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture
+def sso(settings, oidc_provider):
+    app = settings.SOCIALACCOUNT_PROVIDERS["openid_connect"]["APPS"][0]
+    settings.SOCIALACCOUNT_PROVIDERS = {
+        "openid_connect": {
+            **settings.SOCIALACCOUNT_PROVIDERS["openid_connect"],
+            "APPS": [{**app, "secret": CLIENT_SECRET, "settings": {"server_url": oidc_provider}}],
+        }
+    }
+    return oidc_provider
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    yield page
+    ARTIFACTS.mkdir(exist_ok=True)
+    try:
+        page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+    finally:
+        context.close()
+
+
+def sign_in(page, live_server, username="demo", password="demo-password"):  # noqa: S107
+    from playwright.sync_api import expect
+
+    page.goto(f"{live_server.url}/mailings/")
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    page.get_by_role("button", name="Continue with").click()
+    # Now on the identity provider's own login form.
+    expect(page.get_by_role("heading", name="Development identity provider")).to_be_visible()
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def test_oidc_round_trip_sign_in_refusal_and_sign_out(page, live_server, sso):
+    from playwright.sync_api import expect
+
+    # A provider identity that is not staff gets a clear refusal.
+    sign_in(page, live_server, "visitor", "visitor-password")
+    expect(page.get_by_role("heading", name="This service is for staff only")).to_be_visible()
+    expect(page.get_by_text("visitor@outside.test")).to_be_visible()
+    # A wrong password stays on the provider's form.
+    page.context.clear_cookies()
+    sign_in(page, live_server, "demo", "wrong")
+    expect(page.get_by_role("alert")).to_contain_text("wrong password")
+    # The demo staff identity comes back to the page it asked for.
+    page.context.clear_cookies()
+    sign_in(page, live_server)
+    expect(page.get_by_role("heading", name="Mailings")).to_be_visible()
+    assert page.url.endswith("/mailings/")
+    expect(page.get_by_text("Signed in as demo@example.com")).to_be_visible()
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.get(email="demo@example.com")
+    assert user.is_staff
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    page.goto(f"{live_server.url}/clients/")
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+
+
+def test_build_mailing_with_live_preview_and_watch_it_finish(
+    page, live_server, sso, provider_settings, dispatcher_factory
+):
+    from playwright.sync_api import expect
+
+    make_clients(40, operator_code="916", tag="vip")
+    make_clients(25, operator_code="926", tag="new")
+    dispatcher_factory()
+    sign_in(page, live_server)
+    page.get_by_role("link", name="New mailing").first.click()
+    expect(page.get_by_test_id("preview-count")).to_have_text("65")
+    page.get_by_label("Operator codes").select_option(["916"])
+    expect(page.get_by_test_id("preview-count")).to_have_text("40")
+    page.get_by_label("Text").fill("Spring sale: 20% off")
+    expect(page.locator("#text-count")).to_contain_text("20 / 1000")
+    # Start now: the browser's form shows the staff member's zone (UTC by default).
+    from django.utils import timezone
+
+    now = timezone.localtime()
+    page.locator("#id_start_at").fill(now.strftime("%Y-%m-%dT%H:%M"))
+    page.locator("#id_end_at").fill((now + timezone.timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M"))
+    page.get_by_role("button", name="Create mailing").click()
+    expect(page.get_by_text("created (running)")).to_be_visible()
+    # The progress partial refreshes until every message is settled.
+    expect(page.get_by_test_id("count-total")).to_have_text("40", timeout=20_000)
+    expect(page.get_by_test_id("count-sent")).to_have_text("40", timeout=20_000)
+    expect(page.get_by_test_id("count-pending")).to_have_text("0")
+    expect(page.get_by_test_id("status")).to_have_text("finished", timeout=20_000)
+
+
+def test_pause_and_resume(page, live_server, sso):
+    from playwright.sync_api import expect
+
+    from mailing import services
+
+    make_clients(5)
+    from django.utils import timezone
+
+    mailing = services.create_mailing(
+        start_at=timezone.now(), end_at=timezone.now() + timezone.timedelta(hours=1), text="Hi"
+    )
+    sign_in(page, live_server)
+    page.on("dialog", lambda dialog: dialog.accept())  # hx-confirm asks first
+    page.goto(f"{live_server.url}/mailings/{mailing.pk}/")
+    page.get_by_role("button", name="Pause").click()
+    expect(page.get_by_text(f"Mailing {mailing.pk} paused.")).to_be_visible()
+    expect(page.get_by_test_id("status")).to_have_text("paused")
+    page.get_by_role("button", name="Resume").click()
+    expect(page.get_by_text(f"Mailing {mailing.pk} resumed.")).to_be_visible()
+    expect(page.get_by_test_id("status")).to_have_text("running")
+    mailing.refresh_from_db()
+    assert mailing.status == "running"
+
+
+def test_csv_import_with_a_bad_row(page, live_server, sso, tmp_path):
+    from playwright.sync_api import expect
+
+    csv_file = tmp_path / "clients.csv"
+    csv_file.write_text(
+        "phone,timezone,tag\n"
+        "79161110001,Europe/Moscow,vip\n"
+        "not-a-phone,Europe/Moscow,vip\n"
+        "79161110002,Asia/Vladivostok,\n"
+    )
+    sign_in(page, live_server)
+    page.get_by_role("link", name="Clients").click()
+    page.get_by_role("link", name="Import CSV").click()
+    page.get_by_label("CSV file").set_input_files(str(csv_file))
+    page.get_by_role("button", name="Import").click()
+    expect(page.get_by_test_id("created")).to_have_text("2")
+    expect(page.get_by_test_id("invalid")).to_have_text("1")
+    row = page.get_by_role("table", name="Invalid rows").get_by_role("row").nth(1)
+    expect(row).to_contain_text("3")
+    expect(row).to_contain_text("Phone must be 11 digits")
+
+
+def test_phone_width_is_readable(page, live_server, sso):
+    from playwright.sync_api import expect
+
+    make_clients(3)
+    page.set_viewport_size({"width": 360, "height": 780})
+    sign_in(page, live_server)
+    page.goto(f"{live_server.url}/")
+    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+    # Nothing wider than the screen but the scrollable tables.
+    overflow = page.evaluate("document.documentElement.scrollWidth")
+    assert overflow <= 360 + 1, overflow
