@@ -20,6 +20,14 @@ def create_keeper_schedule(sender, app_config=None, **kwargs) -> None:
         ensure_schedule()
 
 
+@receiver(post_migrate)
+def create_report_schedule(sender, app_config=None, **kwargs) -> None:
+    if app_config is not None and app_config.label == "mailing":
+        from mailing import reports
+
+        reports.ensure_schedule()
+
+
 @receiver(post_spawn)
 def start_dispatchers_with_worker(sender, proc_name=None, **kwargs) -> None:
     # The q2 scheduler first runs 30 s after the cluster starts; starting here gives seconds.

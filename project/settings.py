@@ -76,6 +76,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "mailing.metrics.HttpMetricsMiddleware",
+    "mailing.health.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "mailing.logging.RequestIdMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -123,3 +123,16 @@ def test_ssl_redirect_when_enabled_spares_the_probes(client, settings):
     settings.SECURE_SSL_REDIRECT = True
     assert client.get("/api/v1/stats").status_code == 301
     assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.django_db
+def test_probes_by_pod_ip_are_answered_whatever_the_host(client, settings):
+    settings.ALLOWED_HOSTS = ["example.com"]
+    settings.SECURE_SSL_REDIRECT = True
+    assert client.get("/healthz", HTTP_HOST="10.1.2.3:8000").status_code == 200
+    settings.METRICS_TOKEN = "t"
+    scrape = client.get("/metrics", HTTP_HOST="10.1.2.3:8000", HTTP_AUTHORIZATION="Bearer t")
+    assert scrape.status_code == 200
+    assert client.get("/metrics", HTTP_HOST="10.1.2.3:8000").status_code == 401
+    # Anything else from an unknown host is still refused.
+    assert client.get("/api/v1/stats", HTTP_HOST="10.1.2.3:8000").status_code == 400

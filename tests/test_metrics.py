@@ -213,7 +213,7 @@ def test_serve_metrics_serves_the_process_samples_with_the_token(tmp_path):
 
         def up() -> bool:
             try:
-                return requests.get(f"{url}/healthz", timeout=1).status_code == 200
+                return requests.get(f"{url}/healthz", timeout=1).status_code in (200, 503)
             except requests.RequestException:
                 return False
 

@@ -7,19 +7,23 @@ The database gauges are left to the web app's /metrics (they would repeat it).
 
 from __future__ import annotations
 
+import json
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
+from django.db import connection
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from mailing import metrics
+from mailing import health, metrics
 
 
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path.split("?")[0] == "/healthz":
-            self._answer(200, b'{"status": "ok"}\n', "application/json")
+            ok, report = health.health()
+            connection.close()  # this thread's connection; probes come every few seconds
+            self._answer(200 if ok else 503, json.dumps(report).encode(), "application/json")
             return
         if self.path.split("?")[0] != "/metrics" or not settings.METRICS_TOKEN:
             self._answer(404, b"Not found.\n", "text/plain")

@@ -1,0 +1,277 @@
+"""The daily report: its numbers, once a day across workers, and a real SMTP round trip."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import io
+import socket
+import subprocess
+import sys
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core import mail
+from django.core.management import call_command
+from django.utils import timezone
+from django_q.models import Schedule
+
+from mailing import reports, services
+from mailing.models import Mailing, MailingStatus, Message, MessageStatus, ReportRun
+from tests.conftest import make_clients, subprocess_env, wait_for
+
+MANAGE = str(Path(settings.BASE_DIR) / "manage.py")
+
+
+def mailing_with_results(text: str, *, sent: int, failed: list[str], pending: int = 0) -> Mailing:
+    """A running mailing whose messages have the given outcomes (counters kept exact)."""
+    now = timezone.now()
+    code = f"9{Mailing.objects.count():02d}"
+    make_clients(sent + len(failed) + pending, operator_code=code)
+    mailing = services.create_mailing(
+        start_at=now - timedelta(hours=2),
+        end_at=now + timedelta(hours=2),
+        text=text,
+        operator_codes=[code],
+    )
+    from mailing.engine import lifecycle
+
+    lifecycle.fan_out_started_mailings(now)
+    ids = list(Message.objects.filter(mailing=mailing).values_list("id", flat=True))
+    Message.objects.filter(id__in=ids[:sent]).update(status=MessageStatus.SENT, sent_at=now)
+    for message_id, reason in zip(ids[sent:], failed, strict=False):
+        Message.objects.filter(id=message_id).update(status=MessageStatus.FAILED, last_error=reason)
+    Mailing.objects.filter(pk=mailing.pk).update(sent=sent, failed=len(failed), pending=pending)
+    mailing.refresh_from_db()
+    return mailing
+
+
+@pytest.fixture
+def recipients(settings):
+    settings.REPORT_RECIPIENTS = ["boss@example.com", "ops@example.com"]
+    return settings.REPORT_RECIPIENTS
+
+
+@pytest.mark.django_db
+def test_report_counts_per_mailing_failure_reasons_and_totals():
+    first = mailing_with_results(
+        "Spring sale", sent=5, failed=["code 7: bad phone", "code 7: bad phone", "HTTP 400"]
+    )
+    second = mailing_with_results("Welcome", sent=2, failed=[], pending=1)
+    old = mailing_with_results("Old news", sent=1, failed=[])
+    Mailing.objects.filter(pk=old.pk).update(
+        status=MailingStatus.FINISHED,
+        start_at=timezone.now() - timedelta(days=5),
+        end_at=timezone.now() - timedelta(days=4),
+        finished_at=timezone.now() - timedelta(days=4),
+        updated_at=timezone.now() - timedelta(days=4),
+    )
+    services.create_mailing(  # scheduled: not processed yet
+        start_at=timezone.now() + timedelta(hours=1),
+        end_at=timezone.now() + timedelta(hours=2),
+        text="Tomorrow",
+    )
+    report = reports.build_report()
+    assert [row["id"] for row in report["mailings"]] == [first.pk, second.pk]
+    row = report["mailings"][0]
+    assert row["counts"] == {
+        "total": 8,
+        "pending": 0,
+        "sent": 5,
+        "failed": 3,
+        "expired": 0,
+        "cancelled": 0,
+    }
+    assert row["failure_reasons"] == [
+        {"reason": "code 7: bad phone", "count": 2},
+        {"reason": "HTTP 400", "count": 1},
+    ]
+    assert report["totals"] == {
+        "total": 11,
+        "pending": 1,
+        "sent": 7,
+        "failed": 3,
+        "expired": 0,
+        "cancelled": 0,
+    }
+
+
+@pytest.mark.django_db
+def test_email_has_a_text_and_an_html_part(recipients):
+    mailing_with_results("Spring <sale>", sent=4, failed=["code 7: bad phone"])
+    assert reports.send_daily_report() == "sent"
+    assert len(mail.outbox) == 1
+    message = mail.outbox[0]
+    assert message.to == recipients and message.from_email == settings.DEFAULT_FROM_EMAIL
+    assert message.subject.endswith(": 1 mailings, 4 sent, 1 failed")
+    assert "sent 4, failed 1" in message.body and "1 x code 7: bad phone" in message.body
+    assert "Spring <sale>" in message.body  # plain text is not HTML-escaped
+    html, mimetype = message.alternatives[0]
+    assert mimetype == "text/html" and "Spring &lt;sale&gt;" in html
+    assert "1 &times; code 7: bad phone" in html
+
+
+@pytest.mark.django_db
+def test_no_recipients_means_no_report(settings, caplog):
+    settings.REPORT_RECIPIENTS = []
+    assert reports.send_daily_report() == "skipped: no recipients"
+    assert mail.outbox == [] and not ReportRun.objects.exists()
+    assert "REPORT_RECIPIENTS is empty" in caplog.text
+
+
+@pytest.mark.django_db
+def test_one_report_a_day_after_a_restart_unless_forced(recipients):
+    assert reports.send_daily_report() == "sent"
+    # A restarted worker (or the schedule catching up) runs the task again the same day.
+    assert reports.send_daily_report() == "skipped: already sent"
+    assert len(mail.outbox) == 1
+    call_command("send_report", "--force", stdout=io.StringIO())
+    assert len(mail.outbox) == 2
+    tomorrow = timezone.now() + timedelta(days=1)
+    assert reports.send_daily_report(tomorrow) == "sent"
+    assert len(mail.outbox) == 3 and ReportRun.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_a_failed_send_can_be_retried(recipients, settings):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", free_port(), 2
+    with pytest.raises(OSError):
+        reports.send_daily_report()
+    assert not ReportRun.objects.exists()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    assert reports.send_daily_report() == "sent"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_at_once_send_one_report(recipients):
+    barrier = threading.Barrier(2)
+    results: list[str] = []
+
+    def worker() -> None:
+        from django.db import connection
+
+        try:
+            barrier.wait(timeout=10)
+            results.append(reports.send_daily_report())
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(results) == ["sent", "skipped: already sent"]
+    assert len(mail.outbox) == 1
+
+
+@pytest.mark.django_db
+def test_schedule_is_created_once_and_follows_report_time(settings):
+    Schedule.objects.filter(name=reports.SCHEDULE_NAME).delete()
+    settings.TIME_ZONE = "Europe/Moscow"
+    settings.REPORT_TIME = "07:30"
+    with timezone.override("Europe/Moscow"):
+        reports.ensure_schedule()
+        reports.ensure_schedule()
+        schedules = Schedule.objects.filter(name=reports.SCHEDULE_NAME)
+        assert schedules.count() == 1
+        schedule = schedules.get()
+        assert schedule.func == "mailing.reports.run_scheduled_report"
+        assert schedule.schedule_type == Schedule.DAILY and schedule.repeats == -1
+        local = timezone.localtime(schedule.next_run)
+        assert (local.hour, local.minute) == (7, 30)
+        assert timezone.now() < schedule.next_run <= timezone.now() + timedelta(days=1)
+        settings.REPORT_TIME = "08:15"
+        reports.ensure_schedule()
+        local = timezone.localtime(Schedule.objects.get(name=reports.SCHEDULE_NAME).next_run)
+        assert (local.hour, local.minute) == (8, 15)
+
+
+@pytest.mark.django_db
+def test_migrations_create_the_schedule():
+    # post_migrate ran when the test database was created.
+    assert Schedule.objects.filter(name=reports.SCHEDULE_NAME).count() == 1
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Inbox:
+    """aiosmtpd handler keeping every message it receives."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[list[str], bytes]] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append((list(envelope.rcpt_tos), envelope.original_content))
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture
+def smtp_server():
+    from aiosmtpd.controller import Controller
+
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        yield controller, inbox
+    finally:
+        controller.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+def test_send_report_end_to_end_through_a_real_smtp_server(smtp_server):
+    """Two `send_report` processes at once, configured only by the environment, against a
+    real SMTP server on loopback: one e-mail arrives, with both parts and the numbers."""
+    controller, inbox = smtp_server
+    mailing = mailing_with_results(
+        "Autumn sale", sent=6, failed=["code 7: bad phone", "code 7: bad phone"]
+    )
+    env = subprocess_env(
+        EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
+        EMAIL_HOST="127.0.0.1",
+        EMAIL_PORT=str(controller.port),
+        EMAIL_USE_TLS="0",
+        DEFAULT_FROM_EMAIL="reports@example.com",
+        REPORT_RECIPIENTS="boss@example.com, ops@example.com",
+        LOG_LEVEL="WARNING",
+    )
+    processes = [
+        subprocess.Popen(
+            [sys.executable, MANAGE, "send_report"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = sorted(p.communicate(timeout=120)[0].strip() for p in processes)
+    assert all(p.returncode == 0 for p in processes)
+    assert outputs == ["sent", "skipped: already sent"]
+    wait_for(lambda: inbox.messages, timeout=10)
+    assert len(inbox.messages) == 1
+    rcpt, raw = inbox.messages[0]
+    assert sorted(rcpt) == ["boss@example.com", "ops@example.com"]
+    received = email.message_from_bytes(raw, policy=email.policy.default)
+    assert received["From"] == "reports@example.com"
+    day = timezone.localdate()
+    assert received["Subject"] == f"Mailing report {day:%Y-%m-%d}: 1 mailings, 6 sent, 2 failed"
+    assert received.get_content_type() == "multipart/alternative"
+    text = received.get_body(preferencelist=("plain",)).get_content()
+    html = received.get_body(preferencelist=("html",)).get_content()
+    assert f'Mailing {mailing.pk} (running): "Autumn sale"' in text
+    assert "total 8, pending 0, sent 6, failed 2, expired 0, cancelled 0" in text
+    assert "2 x code 7: bad phone" in text
+    assert f'<tr id="mailing-{mailing.pk}">' in html and "<td>6</td>" in html
+    assert "2 &times; code 7: bad phone" in html
+    assert ReportRun.objects.get(day=day).sent_at is not None
