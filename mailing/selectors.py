@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from django.core.exceptions import ValidationError
 from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
@@ -85,6 +86,8 @@ def preview_audience(
     )
     matching = sum(per_zone.values())
     reachable = matching
+    if window is not None and window[0] == window[1]:
+        raise ValidationError({"send_window": ["The window's start and end must differ."]})
     if window is not None and start_at is not None and end_at is not None:
         start, end = window
         reachable = sum(

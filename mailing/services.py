@@ -229,6 +229,9 @@ def _validate_mailing(fields: dict[str, object], errors: _Errors, now: datetime)
         errors.add("text", "Text must not be empty.")
     elif len(text) > TEXT_MAX_LENGTH:
         errors.add("text", f"Text must be at most {TEXT_MAX_LENGTH} characters.")
+    elif "\x00" in text:
+        # PostgreSQL cannot store it, and no phone can display it.
+        errors.add("text", "Text must not contain NUL characters.")
     codes, tags = fields["operator_codes"], fields["tags"]
     if codes is None:
         errors.add("filter.operator_codes", "Must be a list of 3-digit operator codes.")

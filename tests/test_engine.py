@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import time as clock_time
 from datetime import timedelta
 
 import pytest
@@ -369,3 +370,16 @@ def test_reconciliation_corrects_drifted_counters():
     assert corrections == {"pending": -3, "sent": 3}
     assert counters_match_messages(mailing)
     assert reconcile_counters(mailing.pk) == {}
+
+
+def test_services_refuse_nul_bytes_and_empty_preview_windows():
+    from django.core.exceptions import ValidationError
+
+    from mailing.selectors import preview_audience
+
+    with pytest.raises(ValidationError) as error:
+        services.create_mailing(start_at=timezone.now(), end_at=now_plus(60), text="a\x00b")
+    assert "text" in error.value.message_dict
+    with pytest.raises(ValidationError) as error:
+        preview_audience(operator_codes=[], tags=[], window=(clock_time(9), clock_time(9)))
+    assert "send_window" in error.value.message_dict

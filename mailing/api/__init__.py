@@ -25,9 +25,8 @@ def _allows_null(schema: dict[str, Any]) -> bool:
 
 
 def _drop_null_default(schema: Any) -> None:
-    if isinstance(schema, dict) and "default" in schema and schema["default"] is None:
-        if not _allows_null(schema):
-            del schema["default"]
+    if isinstance(schema, dict) and schema.get("default", ...) is None and not _allows_null(schema):
+        del schema["default"]
 
 
 def _drop_null_defaults(node: Any) -> None:

@@ -83,7 +83,8 @@ def register(api: NinjaAPI) -> None:
     @api.exception_handler(AuthenticationError)
     def unauthorized(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
         response = api.create_response(
-            request, {"detail": "A valid API token is required (Authorization: Bearer ...)."},
+            request,
+            {"detail": "A valid API token is required (Authorization: Bearer ...)."},
             status=401,
         )
         response["WWW-Authenticate"] = 'Bearer realm="api"'
@@ -99,11 +100,11 @@ def register(api: NinjaAPI) -> None:
 
     @api.exception_handler(RequestDataTooBig)
     def too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
-        return api.create_response(request, {"detail": "The request body is too large."}, status=413)
+        return api.create_response(
+            request, {"detail": "The request body is too large."}, status=413
+        )
 
     @api.exception_handler(Exception)
     def server_error(request: HttpRequest, exc: Exception) -> HttpResponse:
-        logger.exception(
-            "unhandled error in %s %s", request.method, request.path, exc_info=exc
-        )
+        logger.exception("unhandled error in %s %s", request.method, request.path, exc_info=exc)
         return api.create_response(request, {"detail": "Internal server error."}, status=500)

@@ -1,8 +1,9 @@
 """Request and response shapes of the JSON API v1.
 
-Input schemas only check shapes (types, lengths, HH:MM, aware date-times, no NUL bytes);
-the domain's rules (phone format, unique phone, known time zone, end after start, what a
-mailing's state allows) live in ``mailing.services``, which answer with the same 422 shape.
+Input schemas check shapes only: types, lengths, simple patterns (HH:MM, 3-digit codes),
+aware date-times in a sane range, no NUL bytes, no unknown fields. The domain's rules
+(phone format, unique phone, known time zone, end after start, what a mailing's state
+allows) live in ``mailing.services``, which answer with the same 422 shape.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from mailing.models import OPERATOR_CODE_REGEX, PHONE_REGEX, Mailing, MailingSta
 from mailing.services import TAG_MAX_LENGTH, TEXT_MAX_LENGTH, SendWindow, window_of
 
 # --- Input building blocks ----------------------------------------------------------
+# (The phone's documented pattern is enforced by the services; the operator-code pattern
+# is enforced here too because the preview and the list filter reach no service.)
 
 # Dates far from now are refused before they reach the database or the window arithmetic
 # (9999-12-31 with a negative offset does not even fit a datetime once converted to UTC).
@@ -40,6 +43,13 @@ def _no_nul(value: str) -> str:
     # PostgreSQL cannot store NUL in text: refuse it up front for every string field.
     if "\x00" in value:
         raise PydanticCustomError("string_nul", "Must not contain NUL (\\u0000) characters.")
+    return value
+
+
+def _iso_text_only(value: object) -> object:
+    # pydantic would also take a number as a Unix time; the contract is ISO 8601 text.
+    if not isinstance(value, str | datetime):
+        raise PydanticCustomError("datetime_type", "Must be an ISO 8601 date-time string.")
     return value
 
 
@@ -64,10 +74,12 @@ def _phone_to_text(value: object) -> object:
     return value
 
 
-def _text(max_length: int, min_length: int = 0, **json_schema_extra: Any) -> Any:
+def _text(
+    max_length: int, min_length: int = 0, pattern: str | None = None, **json_schema_extra: Any
+) -> Any:
     return Annotated[
         str,
-        StringConstraints(min_length=min_length, max_length=max_length),
+        StringConstraints(min_length=min_length, max_length=max_length, pattern=pattern),
         AfterValidator(_no_nul),
         Field(json_schema_extra=json_schema_extra or None),
     ]
@@ -75,7 +87,7 @@ def _text(max_length: int, min_length: int = 0, **json_schema_extra: Any) -> Any
 
 Tag = _text(TAG_MAX_LENGTH)
 Timezone = _text(64, 1, examples=["Europe/Moscow"])
-OperatorCode = _text(3, 0, pattern=OPERATOR_CODE_REGEX, examples=["916"])
+OperatorCode = _text(3, 3, pattern=OPERATOR_CODE_REGEX, examples=["916"])
 MessageText = _text(TEXT_MAX_LENGTH, 1)
 Phone = Annotated[
     str,
@@ -100,6 +112,7 @@ ClockTime = Annotated[
 ]
 Moment = Annotated[
     AwareDatetime,
+    BeforeValidator(_iso_text_only),
     AfterValidator(_in_range),
     WithJsonSchema(
         {
@@ -110,6 +123,14 @@ Moment = Annotated[
     ),
 ]
 ObjectId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC) if value.tzinfo is not None else value
+
+
+# Every time the API answers with is in UTC, whatever offset it was given in.
+UtcDatetime = Annotated[datetime, AfterValidator(_to_utc)]
 
 
 def optional(description: str | None = None) -> Any:
@@ -225,8 +246,8 @@ class SendWindowOut(Schema):
 
 class MailingOut(Schema):
     id: int
-    start_at: datetime
-    end_at: datetime
+    start_at: UtcDatetime
+    end_at: UtcDatetime
     text: str
     filter: FilterOut
     send_window: SendWindowOut | None
@@ -259,8 +280,8 @@ class MessageOut(Schema):
     client_id: int | None
     phone: str
     status: MessageStatus
-    created_at: datetime
-    sent_at: datetime | None
+    created_at: UtcDatetime
+    sent_at: UtcDatetime | None
     attempts: int
     last_error: str
 
@@ -317,14 +338,14 @@ class OverallStatsOut(Schema):
 class DispatcherOut(Schema):
     slot: int
     circuit_state: str
-    heartbeat_at: datetime | None
+    heartbeat_at: UtcDatetime | None
     alive: bool
 
 
 class ProviderHealthOut(Schema):
     paused_for_credentials: bool
     auth_error: str
-    auth_failed_at: datetime | None
+    auth_failed_at: UtcDatetime | None
     dispatchers: list[DispatcherOut]
 
 
@@ -345,4 +366,3 @@ class ErrorItem(Schema):
 
 class ValidationErrorOut(Schema):
     detail: list[ErrorItem]
-
