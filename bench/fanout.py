@@ -1,0 +1,141 @@
+"""Fan-out: N matching clients -> N messages, the engine's set-based INSERT ... SELECT against
+the naive design (an ORM loop creating one Message per client).
+
+    .venv/bin/python bench/fanout.py            # 100,000 and 1,000,000 clients
+    .venv/bin/python bench/fanout.py --quick    # 20,000 clients
+
+The engine path is what a dispatcher tick runs: ``lifecycle.tick(now)`` on a running mailing
+(start, fan out, counters in the same transaction). The naive loop takes minutes at a million,
+so it runs on a subset (``--baseline-size``) and its time at each size is extrapolated from
+its rate (labelled as such).
+"""
+
+from __future__ import annotations
+
+import time
+
+from common import Bench, insert_clients, log, parser, ratio, reset_queue_tables
+
+TARGET_1M_SECONDS = 10.0
+
+
+def engine_fanout(size: int, window: bool) -> float:
+    """Seconds of the engine's fan-out of ``size`` clients (fresh mailing, same clients)."""
+    from common import create_running_mailing
+    from django.utils import timezone
+
+    from mailing.engine import lifecycle
+    from mailing.models import Mailing
+
+    reset_queue_tables()
+    mailing = create_running_mailing(tags=[f"size{size}"], window=window)
+    started = time.perf_counter()
+    lifecycle.tick(timezone.now())
+    seconds = time.perf_counter() - started
+    mailing = Mailing.objects.get(pk=mailing.pk)
+    assert mailing.total == size, (mailing.total, size)
+    assert mailing.fanned_out_at is not None
+    return seconds
+
+
+def naive_fanout(size: int) -> float:
+    """Seconds of an ORM loop creating one Message per matching client (the naive design)."""
+    from common import create_running_mailing
+    from django.db import transaction
+    from django.utils import timezone
+
+    from mailing.models import Client, Message
+
+    reset_queue_tables()
+    mailing = create_running_mailing(tags=[f"size{size}"])
+    now = timezone.now()
+    started = time.perf_counter()
+    with transaction.atomic():
+        for client in Client.objects.filter(tag=f"size{size}").iterator(chunk_size=2000):
+            Message.objects.create(
+                mailing=mailing,
+                client=client,
+                phone=client.phone,
+                timezone=client.timezone,
+                status="pending",
+                created_at=now,
+                next_attempt_at=now,
+            )
+    seconds = time.perf_counter() - started
+    assert Message.objects.filter(mailing=mailing).count() == size
+    return seconds
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="+", help="matching clients per run")
+    p.add_argument("--baseline-size", type=int, help="clients of the naive ORM loop")
+    args = p.parse_args()
+    sizes = args.sizes or ([20_000] if args.quick else [100_000, 1_000_000])
+    baseline_size = args.baseline_size or min(min(sizes), 2_000 if args.quick else 20_000)
+    with Bench("fanout", args) as bench:
+        # Each size gets its own tag, so a mailing of one size matches exactly its clients
+        # among all of them (the other sizes' clients are in the table, as in real life).
+        start = 1
+        for size in sorted(set(sizes) | {baseline_size}):
+            log(f"inserting {size:,} clients tagged size{size}")
+            insert_clients(size, tag=f"size{size}", start=start)
+            start += size
+        log(f"naive ORM loop over {baseline_size:,} clients")
+        naive_seconds = naive_fanout(baseline_size)
+        naive_rate = baseline_size / naive_seconds
+        rows = []
+        figures = bench.results.figures
+        figures["baseline"] = {"clients": baseline_size, "seconds": naive_seconds}
+        for size in sizes:
+            for window in (False, True):
+                log(f"engine fan-out of {size:,} clients (send window: {window})")
+                seconds = engine_fanout(size, window)
+                naive = (
+                    naive_seconds if size == baseline_size else size / naive_rate
+                )  # extrapolated from the subset's rate
+                label = (
+                    "measured" if size == baseline_size else f"extrapolated from {baseline_size:,}"
+                )
+                target = "≤ 10 s" if size == 1_000_000 else "-"
+                met = (
+                    "-" if size != 1_000_000 else ("yes" if seconds <= TARGET_1M_SECONDS else "NO")
+                )
+                rows.append(
+                    [
+                        f"{size:,}",
+                        "yes" if window else "no",
+                        seconds,
+                        size / seconds,
+                        naive,
+                        label,
+                        ratio(naive, seconds),
+                        target,
+                        met,
+                    ]
+                )
+                figures[f"{size}{'_window' if window else ''}"] = {
+                    "seconds": seconds,
+                    "baseline_seconds": naive,
+                    "baseline_extrapolated": size != baseline_size,
+                }
+        bench.results.table(
+            f"Fan-out (naive ORM loop: {naive_rate:,.0f} messages/s "
+            f"over {baseline_size:,} clients)",
+            [
+                "clients",
+                "window",
+                "engine s",
+                "engine msg/s",
+                "naive s",
+                "naive is",
+                "ratio",
+                "target",
+                "met",
+            ],
+            rows,
+        )
+
+
+if __name__ == "__main__":
+    main()
