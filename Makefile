@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PROBE_PORT ?= 8081
 
-.PHONY: run test lint format install migrate demo test-sqlite test-postgres clean
+.PHONY: run test lint format install migrate demo test-sqlite test-postgres clean bench
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,3 +57,12 @@ test-postgres: install
 
 clean:
 	rm -rf var/*.sqlite3* .pytest_cache
+
+# Quick benchmarks (small sizes, under 5 minutes) against PostgreSQL: each script creates
+# and drops its own bench_* database through BENCH_DATABASE_URL (see docs/benchmarks.md).
+BENCH_SCRIPTS ?= fanout dispatch stats api memory
+bench: install
+	@for name in $(BENCH_SCRIPTS); do \
+		echo "== bench/$$name.py --quick"; \
+		$(PY) bench/$$name.py --quick || exit 1; \
+	done
