@@ -41,7 +41,7 @@ def insert_clients(count: int) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO mailing_client (phone, operator_code, tag, timezone, created_at, "
-            "updated_at) SELECT '79' || lpad(g::text, 9, '0'), '9' || lpad((g % 100)::text, "
+            "updated_at) SELECT '79' || lpad(g::text, 9, '0'), '9' || lpad((g %% 100)::text, "
             "2, '0'), 'load', 'Europe/Moscow', now(), now() FROM generate_series(1, %s) g",
             [count],
         )
@@ -142,4 +142,5 @@ def test_fifty_api_clients_while_a_large_mailing_sends(provider):
     (artifacts / "resilience-load.json").write_text(json.dumps(figures, indent=2))
     assert server_errors == {}, figures
     assert statuses[201] > 0 and statuses[200] > 0
-    assert mailing.sent == MESSAGES, figures
+    # Clients created by the load before the fan-out joined the audience.
+    assert mailing.total >= MESSAGES and mailing.sent == mailing.total, figures
