@@ -49,7 +49,7 @@ if not SECRET_KEY:
     if not DEBUG and env_bool("REQUIRE_SECRET_KEY", False):
         raise ImproperlyConfigured("SECRET_KEY must be set")
     # A development-only key: REQUIRE_SECRET_KEY=1 in production refuses to start without one.
-    SECRET_KEY = "insecure-development-key-set-SECRET_KEY-in-production"
+    SECRET_KEY = "insecure-development-key-set-SECRET_KEY-in-production"  # noqa: S105
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
@@ -240,10 +240,13 @@ if not PROMETHEUS_MULTIPROC_DIR:
     PROMETHEUS_MULTIPROC_DIR = tempfile.mkdtemp(prefix="mailing-prometheus-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR
     _metrics_dir_owner = os.getpid()
-    atexit.register(
-        lambda: os.getpid() == _metrics_dir_owner
-        and shutil.rmtree(PROMETHEUS_MULTIPROC_DIR, ignore_errors=True)
-    )
+
+    def _remove_metrics_dir() -> None:
+        # Only the creating process: its children (workers, a forked gunicorn) share it.
+        if os.getpid() == _metrics_dir_owner:
+            shutil.rmtree(PROMETHEUS_MULTIPROC_DIR, ignore_errors=True)
+
+    atexit.register(_remove_metrics_dir)
 
 # Security. Cookies are HTTPS-only and HSTS is sent whenever DEBUG is off; the redirect to
 # HTTPS is opt-in (production sets SECURE_SSL_REDIRECT=1) so that tests and plain-HTTP
