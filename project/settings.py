@@ -311,3 +311,27 @@ ACCOUNT_LOGOUT_REDIRECT_URL = "dashboard:sign_in"
 LOGIN_URL = "dashboard:sign_in"
 LOGIN_REDIRECT_URL = "dashboard:home"
 DJANGO_TABLES2_TEMPLATE = "dashboard/table.html"
+
+# --- HTTP protections: Content-Security-Policy, sign-in rate limit -------------------
+# Sign-in attempts (POSTs to these paths) are counted per client address.
+LOGIN_RATE_LIMIT = int(env_number("LOGIN_RATE_LIMIT", 20, int))
+LOGIN_RATE_WINDOW_SECONDS = int(env_number("LOGIN_RATE_WINDOW_SECONDS", 300, int))
+LOGIN_RATE_LIMIT_PATHS = ("/accounts/", "/sign-in/")
+TRUST_X_FORWARDED_FOR = env_bool("TRUST_X_FORWARDED_FOR", False)
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+    "project.middleware.ContentSecurityPolicyMiddleware",
+)
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("mailing.logging.RequestIdMiddleware") + 1,
+    "project.middleware.SignInRateLimitMiddleware",
+)
+MIDDLEWARE.append("project.middleware.IdentityProviderUnavailableMiddleware")
+# The sign-in counter must be shared by every web process: Redis when there is one.
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        if REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}

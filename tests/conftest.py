@@ -180,3 +180,13 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 def now_plus(seconds: float):
     return timezone.now() + timedelta(seconds=seconds)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache():
+    """Counters in the cache (the sign-in rate limit) do not leak between tests."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
