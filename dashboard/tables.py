@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import django_tables2 as tables
 from django.utils.html import format_html
+from django_tables2 import A
 
 from mailing.models import Client, Mailing, Message
 
@@ -54,7 +55,7 @@ class ClientTable(tables.Table):
 
 
 class MessageTable(tables.Table):
-    id = tables.Column(verbose_name="Message")
+    id = tables.Column(verbose_name="Message", linkify=("dashboard:message_detail", [A("pk")]))
     status = StatusColumn()
     sent_at = tables.DateTimeColumn(format="j M Y, H:i:s")
     last_error = tables.Column(verbose_name="Last error", orderable=False)

@@ -23,6 +23,7 @@ urlpatterns = [
         views.mailing_action,
         name="mailing_action",
     ),
+    path("messages/<int:pk>/", views.message_detail, name="message_detail"),
     path("clients/", views.client_list, name="client_list"),
     path("clients/new/", views.client_form, name="client_create"),
     path("clients/import/", views.client_import, name="client_import"),

@@ -287,8 +287,21 @@ def mailing_detail(request, pk: int):
     return render(
         request,
         "dashboard/mailings/detail.html",
-        {"filter": filterset, "table": table, **_progress_context(request, mailing)},
+        {
+            "filter": filterset,
+            "table": table,
+            "events": selectors.latest_events(selectors.events_for(mailing_id=mailing.pk)),
+            **_progress_context(request, mailing),
+        },
     )
+
+
+@staff_required
+@require_GET
+def message_detail(request, pk: int):
+    message = get_object_or_404(Message.objects.select_related("mailing"), pk=pk)
+    events = selectors.latest_events(selectors.events_for(message_id=message.pk))
+    return render(request, "dashboard/messages/detail.html", {"message": message, "events": events})
 
 
 @staff_required
@@ -450,7 +463,12 @@ def client_form(request, pk: int | None = None):
             ui_forms.apply_service_errors(form, error, CLIENT_ALIASES)
         else:
             return redirect("dashboard:client_list")
-    return render(request, "dashboard/clients/form.html", {"form": form, "client": client})
+    events = selectors.latest_events(selectors.events_for(client_id=client.pk)) if client else None
+    return render(
+        request,
+        "dashboard/clients/form.html",
+        {"form": form, "client": client, "events": events},
+    )
 
 
 @staff_required

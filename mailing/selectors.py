@@ -122,7 +122,10 @@ def mailing_stats(mailing: Mailing) -> dict[str, object]:
         "mailing_id": mailing.pk,
         "status": mailing.status,
         "stats": counters,
-        "progress": (done / counters["total"]) if counters["total"] else 1.0,
+        # Nothing is done before the audience exists; an empty audience is all done.
+        "progress": (done / counters["total"])
+        if counters["total"]
+        else (1.0 if mailing.fanned_out_at is not None else 0.0),
         "fanned_out": mailing.fanned_out_at is not None,
         "failure_reasons": failure_reasons(mailing) if counters["failed"] else [],
     }
@@ -284,3 +287,8 @@ def events_for(
             kind__in=MESSAGE_TIMELINE_MAILING_KINDS,
         )
     return events.filter(condition)
+
+
+def latest_events(events: QuerySet[Event], limit: int = 200) -> list[Event]:
+    """The last ``limit`` events of a timeline, oldest first (a page shows the recent past)."""
+    return list(reversed(events.order_by("-id")[:limit]))
