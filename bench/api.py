@@ -74,9 +74,11 @@ def load(base: str, token: str, mailing_id: int, users: int, seconds: float, pha
 
 
 def _sent(mailing_id: int) -> int:
+    from common import retrying_db
+
     from mailing.models import Mailing
 
-    return Mailing.objects.values_list("sent", flat=True).get(pk=mailing_id)
+    return retrying_db(lambda: Mailing.objects.values_list("sent", flat=True).get(pk=mailing_id))
 
 
 def main() -> None:

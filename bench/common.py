@@ -121,6 +121,23 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def retrying_db(func: Callable[[], Any], attempts: int = 60) -> Any:
+    """Run a read of the bench process, waiting out a database restart (the box is shared:
+    the server may be restarted by someone else during a long run)."""
+    from django.db import InterfaceError, OperationalError, connection
+
+    for attempt in range(attempts):
+        try:
+            return func()
+        except (OperationalError, InterfaceError):
+            if attempt == attempts - 1:
+                raise
+            log("database unavailable; retrying in 1 s")
+            connection.close()
+            time.sleep(1.0)
+    return None
+
+
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 

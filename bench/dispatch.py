@@ -42,9 +42,11 @@ class Measured:
 
 
 def _counters(mailing_id: int) -> tuple[int, int]:
+    from common import retrying_db
+
     from mailing.models import Mailing
 
-    return Mailing.objects.values_list("sent", "pending").get(pk=mailing_id)
+    return retrying_db(lambda: Mailing.objects.values_list("sent", "pending").get(pk=mailing_id))
 
 
 def measure(mailing_id: int, limit: int, warmup: float, window: float, started: float) -> Measured:

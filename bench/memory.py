@@ -23,6 +23,7 @@ from common import (
     insert_clients,
     log,
     parser,
+    retrying_db,
     rss_mb,
 )
 
@@ -32,8 +33,8 @@ TARGET_MB = 300.0
 def _progress(mailing_id: int) -> tuple[int, int]:
     from mailing.models import Mailing
 
-    total, pending, fanned = Mailing.objects.values_list("total", "pending", "fanned_out_at").get(
-        pk=mailing_id
+    total, pending, fanned = retrying_db(
+        lambda: Mailing.objects.values_list("total", "pending", "fanned_out_at").get(pk=mailing_id)
     )
     return (total - pending if fanned else 0), total
 
