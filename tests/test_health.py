@@ -82,6 +82,8 @@ def production_env(**extra: str) -> dict[str, str]:
 
     alphabet = string.ascii_letters + string.digits + "!@#%^&*(-_=+)"
     env = dict(os.environ)
+    # Test-only switches some other test module may have set in this process.
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
     env.update(
         DJANGO_SETTINGS_MODULE="project.settings",
         DEBUG="0",
