@@ -132,30 +132,20 @@ def mailing_stats(mailing: Mailing) -> dict[str, object]:
 
 
 def overall_stats() -> dict[str, object]:
-    mailings = list(
-        Mailing.objects.order_by("-id").values("id", "status", "total", *COUNTER_FIELDS)
-    )
-    totals = Mailing.objects.aggregate(
-        total=Sum("total"), **{name: Sum(name) for name in COUNTER_FIELDS}
-    )
-    by_status = dict(
-        Mailing.objects.order_by()
-        .values_list("status")
-        .annotate(n=Count("id"))
-        .values_list("status", "n")
-    )
-    return {
-        "mailings": [
-            {
-                "id": row["id"],
-                "status": row["status"],
-                "stats": {"total": row["total"]} | {name: row[name] for name in COUNTER_FIELDS},
-            }
-            for row in mailings
-        ],
-        "totals": {name: value or 0 for name, value in totals.items()},
-        "mailings_by_status": by_status,
-    }
+    """Every mailing's counters, their totals and the mailings per status: one query, one
+    row per mailing (the totals are summed here rather than by two more queries)."""
+    names = ("total", *COUNTER_FIELDS)
+    rows = Mailing.objects.order_by("-id").values_list("id", "status", *names)
+    mailings = []
+    totals = dict.fromkeys(names, 0)
+    by_status: dict[str, int] = {}
+    for mailing_id, status, *counts in rows:
+        stats = dict(zip(names, counts, strict=True))
+        for name, value in stats.items():
+            totals[name] += value
+        by_status[status] = by_status.get(status, 0) + 1
+        mailings.append({"id": mailing_id, "status": status, "stats": stats})
+    return {"mailings": mailings, "totals": totals, "mailings_by_status": by_status}
 
 
 # A dispatcher renews its heartbeat every tick; one silent for longer than this is not alive.
