@@ -100,7 +100,9 @@ def sso(settings, oidc_provider):
     return oidc_provider
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an event loop running in the main
+# thread while it lives, and later tests call asyncio.run() there.
+@pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
 
