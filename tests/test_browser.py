@@ -6,7 +6,6 @@ Each test saves a screenshot of its last page under test-artifacts/.
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -16,10 +15,6 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_clients
-
-# Playwright's sync API keeps an event loop in the test thread; the ORM calls the tests make
-# between browser steps are ordinary synchronous ones.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,7 +101,10 @@ def sso(settings, oidc_provider):
 def browser():
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
+    # Playwright's sync API keeps an event loop in the test thread; the ORM calls the tests
+    # make between browser steps are ordinary synchronous ones. Only while it lives.
+    with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
         yield browser
         browser.close()
