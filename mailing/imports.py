@@ -18,8 +18,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from django.db import transaction
+from django.utils import timezone
 
-from mailing.models import Client
+from mailing import events
+from mailing.models import Client, Event
 from mailing.services import client_errors, operator_code_of
 
 logger = logging.getLogger("mailing.imports")
@@ -156,4 +158,20 @@ def _insert(pending: list[tuple[int, Client]], result: ImportResult) -> int:
     with transaction.atomic():
         # ignore_conflicts: a phone added by someone else meanwhile is skipped, not an error.
         Client.objects.bulk_create(fresh, batch_size=1000, ignore_conflicts=True)
+        line_of = {client.phone: line for line, client in pending}
+        created = Client.objects.filter(phone__in=[client.phone for client in fresh])
+        now = timezone.now()
+        # Imported clients' timelines begin like any other client's (bulk: one INSERT).
+        Event.objects.bulk_create(
+            [
+                Event(
+                    kind=events.CLIENT_CREATED,
+                    client_id=client_id,
+                    at=now,
+                    data={"source": "CSV import", "line": line_of[phone]},
+                )
+                for client_id, phone in created.values_list("id", "phone")
+            ],
+            batch_size=1000,
+        )
     return len(fresh)

@@ -57,3 +57,17 @@ def test_progress_is_zero_until_the_audience_exists():
     lifecycle.tick(timezone.now())  # no clients: an empty audience is all done
     mailing.refresh_from_db()
     assert mailing_stats(mailing)["progress"] == 1.0
+
+
+def test_imported_clients_begin_their_timelines_like_any_other():
+    from mailing.imports import import_clients_csv
+    from mailing.models import Client
+    from mailing.selectors import events_for
+
+    csv_bytes = b"phone,tag,timezone\n79161110001,vip,Europe/Moscow\n79161110002,,Asia/Omsk\n"
+    result = import_clients_csv([csv_bytes])
+    assert result.created == 2 and result.errors == []
+    for line, phone in ((2, "79161110001"), (3, "79161110002")):
+        (event,) = events_for(client_id=Client.objects.get(phone=phone).pk)
+        assert event.kind == "client.created"
+        assert event.data == {"source": "CSV import", "line": line}
