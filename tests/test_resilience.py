@@ -6,15 +6,19 @@ import json
 import logging
 import signal
 import time
+from datetime import time as clock_time
 from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.test import Client as HttpClient
 from django.utils import timezone
 
 from mailing import services
 from mailing.engine.queue import RetryPolicy
 from mailing.models import Mailing, MailingStatus, Message, MessageStatus
+from mailing.tokens import issue_token
 from tests.conftest import make_clients, now_plus, wait_for
 from tests.test_workers import outcomes_of, run_dispatchers
 
@@ -66,6 +70,15 @@ def save_figures(name: str, figures: dict) -> None:
     (directory / f"resilience-{name}.json").write_text(json.dumps(figures, indent=2))
 
 
+def api_stats_totals() -> dict[str, int]:
+    """What GET /api/v1/stats reports, through the API itself."""
+    user = get_user_model().objects.create_user(f"stats-{time.monotonic_ns()}", is_staff=True)
+    _, key = issue_token(user, "resilience test")
+    response = HttpClient().get("/api/v1/stats", HTTP_AUTHORIZATION=f"Bearer {key}")
+    assert response.status_code == 200
+    return response.json()["totals"]
+
+
 def ids_with_lost_answers(records: list[logging.LogRecord]) -> set[int]:
     """Messages with an attempt that got no HTTP answer at all (timeout, reset, refused):
     the provider may have accepted such an attempt, so its retry may deliver it again."""
@@ -83,7 +96,12 @@ def test_a_faulty_provider_with_an_outage_loses_nothing(provider, dispatcher_fac
     and a 30-second outage: every message ends sent; a message is delivered twice only if
     an accepted attempt's answer was lost on the way back, and then with the same msgId."""
     caplog.set_level(logging.INFO, logger="mailing.provider")
-    make_clients(5000)
+    make_clients(5000, timezone_name="UTC")
+    # UTC+12: their local clock is 12 hours ahead, outside the window below until after
+    # the end, so they must never be sent (they expire).
+    far_east = make_clients(200, timezone_name="Etc/GMT-12", first=10_000)
+    hour = timezone.now().hour
+    window = services.SendWindow(clock_time((hour - 1) % 24), clock_time((hour + 2) % 24))
     provider.update_config(
         error_rate=0.20,
         timeout_rate=0.05,
@@ -95,7 +113,9 @@ def test_a_faulty_provider_with_an_outage_loses_nothing(provider, dispatcher_fac
         latency_ms=5,
     )
     end_at = now_plus(600)
-    mailing = services.create_mailing(start_at=timezone.now(), end_at=end_at, text="Storm")
+    mailing = services.create_mailing(
+        start_at=timezone.now(), end_at=end_at, text="Storm", send_window=window
+    )
     worker = dispatcher_factory(
         concurrency=100,
         total_timeout=1.0,
@@ -110,7 +130,15 @@ def test_a_faulty_provider_with_an_outage_loses_nothing(provider, dispatcher_fac
     wait_for(lambda: Mailing.objects.get(pk=mailing.pk).status == MailingStatus.FINISHED, 240, 0.5)
     worker.stop()
     mailing.refresh_from_db()
-    assert mailing.sent == 5000 and mailing.total == 5000
+    assert mailing.sent == 5000 and mailing.expired == 200 and mailing.total == 5200
+    outside_window = set(
+        Message.objects.filter(
+            mailing=mailing, phone__in=[client.phone for client in far_east]
+        ).values_list("id", flat=True)
+    )
+    assert len(outside_window) == 200
+    assert outside_window.isdisjoint(provider.recorder.first_accepted_at())
+    assert api_stats_totals()["sent"] == provider.recorder.unique_accepted
     duplicates = provider.recorder.duplicates()
     assert set(duplicates) <= ids_with_lost_answers(caplog.records)
     assert all(count == 2 for count in duplicates.values())
@@ -124,8 +152,9 @@ def test_a_faulty_provider_with_an_outage_loses_nothing(provider, dispatcher_fac
     save_figures(
         "faulty-provider",
         {
-            "messages": 5000,
+            "messages": 5200,
             "sent": mailing.sent,
+            "expired_outside_window": mailing.expired,
             "retried_messages": retried,
             "provider_outcomes": stats,
             "delivered_twice_after_a_lost_answer": len(duplicates),
