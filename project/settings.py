@@ -162,7 +162,7 @@ PROBE_URL = env_str("PROBE_URL", "http://127.0.0.1:8081/v1").rstrip("/")
 PROBE_TOKEN = env_str("PROBE_TOKEN", "dev-token")
 PROBE_CONNECT_TIMEOUT = env_number("PROBE_CONNECT_TIMEOUT", 3.0)
 PROBE_TOTAL_TIMEOUT = env_number("PROBE_TOTAL_TIMEOUT", 10.0)
-SEND_CONCURRENCY = int(env_number("SEND_CONCURRENCY", 100, int))
+SEND_CONCURRENCY = int(env_number("SEND_CONCURRENCY", 200, int))
 SEND_RATE_LIMIT = env_number("SEND_RATE_LIMIT", 0.0)  # messages per second, all workers; 0 = none
 RETRY_BASE_SECONDS = env_number("RETRY_BASE_SECONDS", 5.0)
 RETRY_MAX_SECONDS = env_number("RETRY_MAX_SECONDS", 600.0)

@@ -44,7 +44,7 @@ HEALTH_STORE_SECONDS = 2.0
 
 @dataclass(frozen=True, slots=True)
 class DispatcherConfig:
-    concurrency: int = 100
+    concurrency: int = 200
     lease: timedelta = timedelta(seconds=60)
     retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(base=5.0, cap=600.0))
     rate_limit: float = 0.0
