@@ -23,7 +23,7 @@ from django.db import connection
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from mailing.models import Event, Message
+from mailing.models import Event, Message, MessageStatus
 
 # Kinds, by subject.
 CLIENT_CREATED = "client.created"
@@ -44,6 +44,12 @@ MESSAGE_SEND_PREFIX = "message.send_"  # + accepted / rejected / retry / throttl
 MESSAGE_EXPIRED = "message.expired"
 MESSAGE_CANCELLED = "message.cancelled"
 MESSAGE_FAILED = "message.failed"
+# The event of a message given a final status without a send attempt.
+SETTLED_KIND = {
+    MessageStatus.EXPIRED: MESSAGE_EXPIRED,
+    MessageStatus.CANCELLED: MESSAGE_CANCELLED,
+    MessageStatus.FAILED: MESSAGE_FAILED,
+}
 
 # The mailing events that also begin each of its messages' timelines.
 MESSAGE_TIMELINE_MAILING_KINDS = (MAILING_FANNED_OUT,)
@@ -98,37 +104,8 @@ def record_attempts(rows: Iterable[tuple[int, int, int | None, object]], at: dat
         Event.objects.bulk_create(events)
 
 
-def record_for_messages(
-    kind: str, mailing_id: int, message_ids: list[int], status: str, at: datetime, **data: object
-) -> None:
-    """One event per message of a short list now in ``status`` (claim-time settling), in
-    one INSERT ... SELECT."""
-    if not message_ids:
-        return
-    _insert_select(
-        kind,
-        at,
-        data,
-        f"SELECT mailing_id, id, client_id FROM {Message._meta.db_table} WHERE id IN "  # noqa: S608
-        f"({', '.join(['%s'] * len(message_ids))}) AND mailing_id = %s AND status = %s",
-        [*message_ids, mailing_id, status],
-    )
-
-
 def _json_param(data: dict[str, object]) -> str:
     return json.dumps(data, ensure_ascii=False, sort_keys=True)
-
-
-def _insert_select(kind: str, at: datetime, data: dict, select_sql: str, params: list) -> None:
-    table = Event._meta.db_table
-    cast = "::jsonb" if connection.vendor == "postgresql" else ""
-    sql = (
-        f"INSERT INTO {table} (kind, mailing_id, message_id, client_id, at, data) "  # noqa: S608
-        f"SELECT %s, src.mailing_id, src.id, src.client_id, %s, %s{cast} FROM ({select_sql}) src"
-    )
-    adapt = connection.ops.adapt_datetimefield_value
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [kind, adapt(at), _json_param(data), *params])
 
 
 def settle_with_events(

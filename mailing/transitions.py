@@ -70,12 +70,9 @@ def settle_pending(
     with transaction.atomic():
         lock_mailings([mailing_id])
         # One event per message changed, written by the same statement (events.py).
-        kind = (
-            events.MESSAGE_EXPIRED
-            if to_status == MessageStatus.EXPIRED
-            else events.MESSAGE_CANCELLED
+        changed = events.settle_with_events(
+            messages, to_status, reason, events.SETTLED_KIND[to_status], now
         )
-        changed = events.settle_with_events(messages, to_status, reason, kind, now)
         shift_counters(mailing_id, MessageStatus.PENDING, to_status, changed)
     return changed
 

@@ -243,3 +243,31 @@ def test_timeline_partial_renders_events():
     assert "client.created" in html and "79161234567" in html and 'class="timeline"' in html
     empty = render_to_string("partials/timeline.html", {"events": [], "timeline_empty": "None"})
     assert "None" in empty
+
+
+@pytest.mark.django_db
+def test_claim_time_settling_logs_exactly_the_messages_it_changed():
+    """A message claimed after its client was deleted is cancelled at claim time with one
+    event and the counters moved; a message already cancelled is neither claimed nor logged."""
+    clients = make_clients(3)
+    mailing = running_mailing()
+    lifecycle.tick(timezone.now())
+    gone, already = (Message.objects.get(mailing=mailing, client=c) for c in clients[:2])
+    # The client row disappears behind the services' back (as if deleted while leased).
+    Message.objects.filter(pk=gone.pk).update(client=None)
+    # Already cancelled before the claim.
+    Message.objects.filter(pk=already.pk).update(status=MessageStatus.CANCELLED)
+    Mailing.objects.filter(pk=mailing.pk).update(pending=2, cancelled=1)
+
+    claimed = claim_due("w1", 10, timezone.now(), timedelta(seconds=30))
+
+    assert [c.message.message_id for c in claimed] == [
+        Message.objects.get(mailing=mailing, client=clients[2]).pk
+    ]
+    gone.refresh_from_db()
+    assert gone.status == MessageStatus.CANCELLED and gone.last_error == "client deleted"
+    logged = Event.objects.filter(kind=events.MESSAGE_CANCELLED)
+    assert list(logged.values_list("message_id", flat=True)) == [gone.pk]
+    assert logged.get().data == {"reason": "client deleted"}
+    mailing.refresh_from_db()
+    assert mailing.cancelled == 2 and mailing.pending == 1

@@ -79,12 +79,12 @@ def _claim_rows(mailing_id: int, worker_id: str, limit: int, now: datetime, leas
 def _settle_claimed(
     mailing_id: int, ids: list[int], worker_id: str, status: str, reason: str, now: datetime
 ) -> None:
-    changed = Message.objects.filter(
-        id__in=ids, status=MessageStatus.PENDING, claimed_by=worker_id
-    ).update(status=status, claimed_by=None, last_error=reason)
+    if not ids:
+        return
+    ours = Message.objects.filter(id__in=ids, status=MessageStatus.PENDING, claimed_by=worker_id)
+    # The same mechanism as settle_pending: events for exactly the rows changed.
+    changed = events.settle_with_events(ours, status, reason, events.SETTLED_KIND[status], now)
     shift_counters(mailing_id, MessageStatus.PENDING, status, changed)
-    if changed:
-        events.record_for_messages(f"message.{status}", mailing_id, ids, status, now, reason=reason)
 
 
 @dataclass
