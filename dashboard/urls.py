@@ -1,34 +1,34 @@
 from django.urls import path
 
-from dashboard import views
+from dashboard.views import account, clients, exports, mailings, messages, overview, tokens
 
 app_name = "dashboard"
 
 urlpatterns = [
-    path("", views.home, name="home"),
-    path("sign-in/", views.sign_in, name="sign_in"),
-    path("preferences/timezone/", views.set_timezone, name="set_timezone"),
-    path("partials/overview/", views.overview_partial, name="overview_partial"),
-    path("partials/health/", views.health_partial, name="health_partial"),
-    path("mailings/", views.mailing_list, name="mailing_list"),
-    path("mailings/new/", views.mailing_create, name="mailing_create"),
-    path("mailings/preview/", views.mailing_preview, name="mailing_preview"),
-    path("mailings/<int:pk>/", views.mailing_detail, name="mailing_detail"),
-    path("mailings/<int:pk>/edit/", views.mailing_edit, name="mailing_edit"),
-    path("mailings/<int:pk>/progress/", views.mailing_progress, name="mailing_progress"),
-    path("mailings/<int:pk>/delete/", views.mailing_delete, name="mailing_delete"),
-    path("mailings/<int:pk>/messages.csv", views.mailing_export, name="mailing_export"),
+    path("", overview.home, name="home"),
+    path("sign-in/", account.sign_in, name="sign_in"),
+    path("preferences/timezone/", account.set_timezone, name="set_timezone"),
+    path("partials/overview/", overview.overview_partial, name="overview_partial"),
+    path("partials/health/", overview.health_partial, name="health_partial"),
+    path("mailings/", mailings.mailing_list, name="mailing_list"),
+    path("mailings/new/", mailings.mailing_create, name="mailing_create"),
+    path("mailings/preview/", mailings.mailing_preview, name="mailing_preview"),
+    path("mailings/<int:pk>/", mailings.mailing_detail, name="mailing_detail"),
+    path("mailings/<int:pk>/edit/", mailings.mailing_edit, name="mailing_edit"),
+    path("mailings/<int:pk>/progress/", mailings.mailing_progress, name="mailing_progress"),
+    path("mailings/<int:pk>/delete/", mailings.mailing_delete, name="mailing_delete"),
+    path("mailings/<int:pk>/messages.csv", exports.mailing_export, name="mailing_export"),
     path(
         "mailings/<int:pk>/<str:action>/",
-        views.mailing_action,
+        mailings.mailing_action,
         name="mailing_action",
     ),
-    path("messages/<int:pk>/", views.message_detail, name="message_detail"),
-    path("clients/", views.client_list, name="client_list"),
-    path("clients/new/", views.client_form, name="client_create"),
-    path("clients/import/", views.client_import, name="client_import"),
-    path("clients/<int:pk>/edit/", views.client_form, name="client_edit"),
-    path("clients/<int:pk>/delete/", views.client_delete, name="client_delete"),
-    path("tokens/", views.tokens, name="tokens"),
-    path("tokens/<int:pk>/revoke/", views.token_revoke, name="token_revoke"),
+    path("messages/<int:pk>/", messages.message_detail, name="message_detail"),
+    path("clients/", clients.client_list, name="client_list"),
+    path("clients/new/", clients.client_form, name="client_create"),
+    path("clients/import/", clients.client_import, name="client_import"),
+    path("clients/<int:pk>/edit/", clients.client_form, name="client_edit"),
+    path("clients/<int:pk>/delete/", clients.client_delete, name="client_delete"),
+    path("tokens/", tokens.tokens, name="tokens"),
+    path("tokens/<int:pk>/revoke/", tokens.token_revoke, name="token_revoke"),
 ]

@@ -11,7 +11,8 @@ from mailing import selectors, services
 from mailing.api.calllog import note
 from mailing.api.pagination import ApiPagination
 from mailing.api.responses import responses
-from mailing.api.schemas import ClientFilters, ClientIn, ClientOut, ClientPatch, ObjectId
+from mailing.api.schemas.clients import ClientFilters, ClientIn, ClientOut, ClientPatch
+from mailing.api.schemas.fields import ObjectId
 from mailing.models import Client
 
 router = Router(tags=["clients"])

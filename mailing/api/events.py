@@ -1,30 +1,18 @@
 """``/{mailings,messages,clients}/{id}/events``: the timelines of the event table."""
 
-from datetime import datetime
-from typing import Any
-
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest
-from ninja import Router, Schema
+from ninja import Router
 from ninja.pagination import paginate
 
 from mailing import selectors
 from mailing.api.pagination import ApiPagination
 from mailing.api.responses import responses
-from mailing.api.schemas import ObjectId
+from mailing.api.schemas.events import EventOut
+from mailing.api.schemas.fields import ObjectId
 from mailing.models import Client, Event, Mailing, Message
 
 router = Router(tags=["events"])
-
-
-class EventOut(Schema):
-    id: int
-    kind: str
-    at: datetime
-    mailing_id: int | None
-    message_id: int | None
-    client_id: int | None
-    data: dict[str, Any]
 
 
 def _timeline(model: type, object_id: int, **selector: int) -> QuerySet[Event]:

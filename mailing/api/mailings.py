@@ -13,18 +13,17 @@ from mailing import selectors, services
 from mailing.api.calllog import note
 from mailing.api.pagination import ApiPagination
 from mailing.api.responses import responses
-from mailing.api.schemas import (
+from mailing.api.schemas.fields import ObjectId
+from mailing.api.schemas.mailings import (
     MailingFilters,
     MailingIn,
     MailingOut,
     MailingPatch,
     MailingStatsOut,
-    MessageFilters,
-    MessageOut,
-    ObjectId,
     PreviewIn,
     PreviewOut,
 )
+from mailing.api.schemas.messages import MessageFilters, MessageOut
 from mailing.models import Mailing, Message
 
 router = Router(tags=["mailings"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mailing.api.schemas import ErrorOut, ValidationErrorOut
+from mailing.api.schemas.errors import ErrorOut, ValidationErrorOut
 
 
 def responses(

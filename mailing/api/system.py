@@ -5,7 +5,7 @@ from ninja import Router
 
 from mailing import selectors
 from mailing.api.responses import responses
-from mailing.api.schemas import OverallStatsOut, ProviderHealthOut
+from mailing.api.schemas.stats import OverallStatsOut, ProviderHealthOut
 
 router = Router(tags=["statistics"])
 

@@ -1,0 +1,114 @@
+"""Clients: list, add, edit, delete, CSV import."""
+
+from __future__ import annotations
+
+import time
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods
+from django_tables2 import RequestConfig
+
+from dashboard import forms as ui_forms
+from dashboard.filters import ClientFilter
+from dashboard.tables import ClientTable
+from dashboard.views.common import PER_PAGE, redirect_page, staff_required
+from mailing import imports, selectors, services
+from mailing.models import Client
+
+
+@staff_required
+@require_GET
+def client_list(request):
+    filterset = ClientFilter(request.GET, queryset=Client.objects.all())
+    table = ClientTable(filterset.qs)
+    RequestConfig(request, paginate={"per_page": PER_PAGE}).configure(table)
+    return render(request, "dashboard/clients/list.html", {"filter": filterset, "table": table})
+
+
+CLIENT_ALIASES: dict[str, str] = {}
+
+
+@staff_required
+@require_http_methods(["GET", "POST"])
+def client_form(request, pk: int | None = None):
+    client = get_object_or_404(Client, pk=pk) if pk is not None else None
+    initial = {name: getattr(client, name) for name in services.CLIENT_FIELDS} if client else {}
+    form = ui_forms.ClientForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            if client is None:
+                client = services.create_client(
+                    phone=data["phone"].strip(),
+                    operator_code=data["operator_code"].strip() or None,
+                    tag=data["tag"],
+                    timezone=data["timezone"],
+                )
+                messages.success(request, f"Client {client.phone} added.")
+            else:
+                changes = {
+                    name: data[name].strip() if name != "tag" else data[name]
+                    for name in form.changed_data
+                }
+                if changes.get("operator_code") == "":
+                    changes.pop("operator_code")
+                services.update_client(client, **changes)
+                messages.success(request, f"Client {client.phone} saved.")
+        except ValidationError as error:
+            ui_forms.apply_service_errors(form, error, CLIENT_ALIASES)
+        else:
+            return redirect("dashboard:client_list")
+    events = selectors.latest_events(selectors.events_for(client_id=client.pk)) if client else None
+    return render(
+        request,
+        "dashboard/clients/form.html",
+        {"form": form, "client": client, "events": events},
+    )
+
+
+@staff_required
+@require_http_methods(["GET", "POST"])
+def client_delete(request, pk: int):
+    client = get_object_or_404(Client, pk=pk)
+    if request.method == "POST":
+        services.delete_client(client)
+        messages.success(request, f"Client {client.phone} deleted.")
+        return redirect_page(request, reverse("dashboard:client_list"))
+    return render(
+        request,
+        "dashboard/confirm.html",
+        {
+            "title": f"Delete client {client.phone}?",
+            "consequence": "Their pending messages are cancelled.",
+            "action_url": request.path,
+            "verb": "Delete",
+            "back_url": reverse("dashboard:client_list"),
+            "danger": True,
+        },
+    )
+
+
+@staff_required
+@require_http_methods(["GET", "POST"])
+def client_import(request):
+    result = None
+    elapsed = None
+    if request.method == "POST":
+        form = ui_forms.ImportForm(request.POST, request.FILES)
+        if form.is_valid():
+            started = time.monotonic()
+            result = imports.import_clients_csv(form.cleaned_data["file"].chunks())
+            elapsed = time.monotonic() - started
+            if result.file_error:
+                form.add_error("file", result.file_error)
+                result = None
+    else:
+        form = ui_forms.ImportForm()
+    return render(
+        request,
+        "dashboard/clients/import.html",
+        {"form": form, "result": result, "elapsed": elapsed},
+    )

@@ -1,0 +1,262 @@
+"""Mailings: list, create, edit, audience preview, detail with live progress, actions."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.http import Http404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_tables2 import RequestConfig
+
+from dashboard import forms as ui_forms
+from dashboard.filters import MailingFilter, MessageFilter
+from dashboard.tables import MailingTable, MessageTable
+from dashboard.views.common import PER_PAGE, redirect_page, staff_required
+from mailing import selectors, services
+from mailing.models import Mailing, MailingStatus
+from mailing.services import StateConflict
+
+
+@staff_required
+@require_GET
+def mailing_list(request):
+    filterset = MailingFilter(request.GET, queryset=selectors.list_mailings())
+    table = MailingTable(filterset.qs)
+    RequestConfig(request, paginate={"per_page": PER_PAGE}).configure(table)
+    return render(request, "dashboard/mailings/list.html", {"filter": filterset, "table": table})
+
+
+def _window_initial(mailing: Mailing) -> dict:
+    return {
+        "start_at": timezone.localtime(mailing.start_at),
+        "end_at": timezone.localtime(mailing.end_at),
+        "text": mailing.text,
+        "operator_codes": list(mailing.operator_codes),
+        "tags": list(mailing.tags),
+        "window_start": mailing.window_start,
+        "window_end": mailing.window_end,
+    }
+
+
+@staff_required
+@require_http_methods(["GET", "POST"])
+def mailing_create(request):
+    if request.method == "POST":
+        form = ui_forms.MailingForm(request.POST)
+        if form.is_valid():
+            try:
+                mailing = services.create_mailing(**form.service_arguments())
+            except ValidationError as error:
+                ui_forms.apply_service_errors(form, error, form.ALIASES)
+            else:
+                messages.success(request, f"Mailing {mailing.pk} created ({mailing.status}).")
+                return redirect("dashboard:mailing_detail", pk=mailing.pk)
+    else:
+        now = timezone.localtime().replace(second=0, microsecond=0)
+        form = ui_forms.MailingForm(
+            initial={"start_at": now, "end_at": now + timezone.timedelta(days=1)}
+        )
+    return render(request, "dashboard/mailings/form.html", {"form": form, "mailing": None})
+
+
+@staff_required
+@require_http_methods(["GET", "POST"])
+def mailing_edit(request, pk: int):
+    mailing = get_object_or_404(Mailing, pk=pk)
+    initial = _window_initial(mailing)
+    editable = (
+        set(ui_forms.MailingForm.base_fields)
+        if mailing.status == MailingStatus.SCHEDULED
+        else {"end_at"}
+    )
+    if mailing.status in (MailingStatus.FINISHED, MailingStatus.CANCELLED):
+        editable = set()
+    form = ui_forms.MailingForm(request.POST or None, initial=initial)
+    for name, field in form.fields.items():
+        if name not in editable:
+            field.disabled = True
+    if request.method == "POST" and form.is_valid():
+        arguments = form.service_arguments()
+        changes = {
+            name: arguments[name]
+            for name in ("start_at", "end_at", "text", "operator_codes", "tags")
+            if name in form.changed_data
+        }
+        if {"window_start", "window_end"} & set(form.changed_data):
+            changes["send_window"] = arguments["send_window"]
+        try:
+            services.update_mailing(mailing, **changes)
+        except ValidationError as error:
+            ui_forms.apply_service_errors(form, error, form.ALIASES)
+        except StateConflict as conflict:
+            form.add_error(None, str(conflict))
+        else:
+            messages.success(request, f"Mailing {mailing.pk} saved.")
+            return redirect("dashboard:mailing_detail", pk=mailing.pk)
+    return render(request, "dashboard/mailings/form.html", {"form": form, "mailing": mailing})
+
+
+@staff_required
+@require_POST
+def mailing_preview(request):
+    form = ui_forms.PreviewForm(request.POST)
+    form.is_valid()  # lenient: whatever parsed is used
+    data = form.cleaned_data
+    window = None
+    if data.get("window_start") and data.get("window_end"):
+        window = (data["window_start"], data["window_end"])
+    preview = selectors.preview_audience(
+        operator_codes=list(data.get("operator_codes") or []),
+        tags=list(data.get("tags") or []),
+        window=window,
+        start_at=data.get("start_at"),
+        end_at=data.get("end_at"),
+    )
+    return render(
+        request, "dashboard/mailings/_preview.html", {"preview": preview, "window": window}
+    )
+
+
+def duration_text(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def _progress_context(request, mailing: Mailing) -> dict:
+    """Counters plus send rate and time left, from the previous snapshot the poll carried."""
+    stats = selectors.mailing_stats(mailing)
+    counters = stats["stats"]
+    done = counters["total"] - counters["pending"]
+    now_t = time.time()
+    rate = None
+    try:
+        prev_t = float(request.GET.get("t", ""))
+        prev_done = int(request.GET.get("done", ""))
+        prev_rate = request.GET.get("rate", "")
+    except ValueError:
+        prev_t = prev_done = None
+        prev_rate = ""
+    if prev_t is not None and 0 < now_t - prev_t < 600 and done >= prev_done:
+        rate = (done - prev_done) / (now_t - prev_t)
+        with contextlib.suppress(ValueError):  # smooth: the rate is noisy between polls
+            rate = 0.5 * rate + 0.5 * float(prev_rate) if prev_rate else rate
+    time_left = None
+    if rate and rate > 0 and counters["pending"]:
+        time_left = duration_text(counters["pending"] / rate)
+    live = mailing.status in (MailingStatus.SCHEDULED, MailingStatus.RUNNING, MailingStatus.PAUSED)
+    return {
+        "mailing": mailing,
+        "stats": stats,
+        "counters": counters,
+        "percent": round(100 * stats["progress"], 1),
+        "done": done,
+        "rate": rate,
+        "time_left": time_left,
+        "live": live,
+        "snapshot": json.dumps(
+            {"t": f"{now_t:.3f}", "done": str(done), "rate": "" if rate is None else f"{rate:.3f}"}
+        ),
+    }
+
+
+@staff_required
+@require_GET
+def mailing_detail(request, pk: int):
+    mailing = get_object_or_404(Mailing, pk=pk)
+    filterset = MessageFilter(request.GET, queryset=selectors.list_messages(mailing))
+    table = MessageTable(filterset.qs)
+    RequestConfig(request, paginate={"per_page": PER_PAGE}).configure(table)
+    return render(
+        request,
+        "dashboard/mailings/detail.html",
+        {
+            "filter": filterset,
+            "table": table,
+            "events": selectors.latest_events(selectors.events_for(mailing_id=mailing.pk)),
+            **_progress_context(request, mailing),
+        },
+    )
+
+
+@staff_required
+@require_GET
+def mailing_progress(request, pk: int):
+    mailing = get_object_or_404(Mailing, pk=pk)
+    return render(request, "dashboard/mailings/_progress.html", _progress_context(request, mailing))
+
+
+ACTIONS = {
+    "pause": (services.pause_mailing, "Pause", "paused", "New sends stop until you resume it."),
+    "resume": (services.resume_mailing, "Resume", "resumed", "Sending continues."),
+    "cancel": (
+        services.cancel_mailing,
+        "Cancel",
+        "cancelled",
+        "Its pending messages are cancelled. This cannot be undone.",
+    ),
+}
+
+
+@staff_required
+@require_http_methods(["GET", "POST"])
+def mailing_action(request, pk: int, action: str):
+    if action not in ACTIONS:
+        raise Http404
+    mailing = get_object_or_404(Mailing, pk=pk)
+    operation, verb, done, consequence = ACTIONS[action]
+    detail_url = reverse("dashboard:mailing_detail", kwargs={"pk": mailing.pk})
+    if request.method == "GET":  # the confirmation page (works without JavaScript)
+        return render(
+            request,
+            "dashboard/confirm.html",
+            {
+                "title": f"{verb} mailing {mailing.pk}?",
+                "consequence": consequence,
+                "action_url": request.path,
+                "verb": verb,
+                "back_url": detail_url,
+                "danger": action == "cancel",
+            },
+        )
+    try:
+        operation(mailing)
+    except StateConflict as conflict:
+        messages.error(request, str(conflict))
+    else:
+        messages.success(request, f"Mailing {mailing.pk} {done}.")
+    return redirect_page(request, detail_url)
+
+
+@staff_required
+@require_http_methods(["GET", "POST"])
+def mailing_delete(request, pk: int):
+    mailing = get_object_or_404(Mailing, pk=pk)
+    if request.method == "POST":
+        services.delete_mailing(mailing)
+        messages.success(request, f"Mailing {pk} deleted.")
+        return redirect_page(request, reverse("dashboard:mailing_list"))
+    return render(
+        request,
+        "dashboard/confirm.html",
+        {
+            "title": f"Delete mailing {mailing.pk}?",
+            "consequence": "It is stopped first; its messages and statistics are deleted.",
+            "action_url": request.path,
+            "verb": "Delete",
+            "back_url": reverse("dashboard:mailing_detail", kwargs={"pk": pk}),
+            "danger": True,
+        },
+    )

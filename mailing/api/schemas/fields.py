@@ -1,0 +1,138 @@
+"""The building blocks of the request and response shapes: typed, bounded fields."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from ninja import Field, Schema
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BeforeValidator,
+    ConfigDict,
+    StringConstraints,
+    WithJsonSchema,
+)
+from pydantic_core import PydanticCustomError
+
+from mailing.models import OPERATOR_CODE_REGEX, PHONE_REGEX
+from mailing.services import TAG_MAX_LENGTH, TEXT_MAX_LENGTH
+
+# --- Input building blocks ----------------------------------------------------------
+# (The phone's documented pattern is enforced by the services; the operator-code pattern
+# is enforced here too because the preview and the list filter reach no service.)
+
+# Dates far from now are refused before they reach the database or the window arithmetic
+# (9999-12-31 with a negative offset does not even fit a datetime once converted to UTC).
+EARLIEST_YEAR = 2000
+LATEST_YEAR = 2999
+HHMM_REGEX = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+LIST_MAX_ITEMS = 1000
+PHONE_MIN, PHONE_MAX = 70_000_000_000, 79_999_999_999
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL cannot store NUL in text: refuse it up front for every string field.
+    if "\x00" in value:
+        raise PydanticCustomError("string_nul", "Must not contain NUL (\\u0000) characters.")
+    return value
+
+
+def _iso_text_only(value: object) -> object:
+    # pydantic would also take a number as a Unix time; the contract is ISO 8601 text.
+    if not isinstance(value, str | datetime):
+        raise PydanticCustomError("datetime_type", "Must be an ISO 8601 date-time string.")
+    return value
+
+
+def _in_range(value: datetime) -> datetime:
+    try:
+        year = value.astimezone(UTC).year
+    except OverflowError:
+        year = 0
+    if not EARLIEST_YEAR <= year <= LATEST_YEAR:
+        raise PydanticCustomError(
+            "datetime_out_of_range",
+            "Must be between the years {earliest} and {latest}.",
+            {"earliest": EARLIEST_YEAR, "latest": LATEST_YEAR},
+        )
+    return value
+
+
+def _phone_to_text(value: object) -> object:
+    # The provider itself uses integer phones, so 79161234567 is accepted as well.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value) if PHONE_MIN <= value <= PHONE_MAX else "invalid"
+    return value
+
+
+def _text(
+    max_length: int, min_length: int = 0, pattern: str | None = None, **json_schema_extra: Any
+) -> Any:
+    return Annotated[
+        str,
+        StringConstraints(min_length=min_length, max_length=max_length, pattern=pattern),
+        AfterValidator(_no_nul),
+        Field(json_schema_extra=json_schema_extra or None),
+    ]
+
+
+Tag = _text(TAG_MAX_LENGTH)
+Timezone = _text(64, 1, examples=["Europe/Moscow"])
+OperatorCode = _text(3, 3, pattern=OPERATOR_CODE_REGEX, examples=["916"])
+MessageText = _text(TEXT_MAX_LENGTH, 1)
+Phone = Annotated[
+    str,
+    BeforeValidator(_phone_to_text),
+    StringConstraints(max_length=11),
+    AfterValidator(_no_nul),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": PHONE_REGEX},
+                {"type": "integer", "minimum": PHONE_MIN, "maximum": PHONE_MAX},
+            ],
+            "description": "11 digits starting with 7, as text or as a number.",
+            "examples": ["79161234567"],
+        }
+    ),
+]
+ClockTime = Annotated[
+    str,
+    StringConstraints(pattern=HHMM_REGEX),
+    WithJsonSchema({"type": "string", "pattern": HHMM_REGEX, "examples": ["09:00"]}),
+]
+Moment = Annotated[
+    AwareDatetime,
+    BeforeValidator(_iso_text_only),
+    AfterValidator(_in_range),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date-time",
+            "description": "ISO 8601 with a UTC offset (a naive time is refused).",
+        }
+    ),
+]
+ObjectId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC) if value.tzinfo is not None else value
+
+
+# Every time the API answers with is in UTC, whatever offset it was given in.
+UtcDatetime = Annotated[datetime, AfterValidator(_to_utc)]
+
+
+def optional(description: str | None = None) -> Any:
+    """A PATCH field: may be absent; an explicit null fails its type check (422).
+
+    (The OpenAPI document drops the resulting ``"default": null``: see ``MailingAPI``.)
+    """
+    return Field(None, description=description)
+
+
+class InputSchema(Schema):
+    model_config = ConfigDict(extra="forbid")
