@@ -7,7 +7,7 @@ Message events are written in bulk, in the transaction that changes the messages
 - one row per send attempt, from ``record_attempts`` (called by ``queue.record_results``
   with the whole batch: one multi-row INSERT, not one per message);
 - one row per message expired or cancelled, from ``settle_with_events``: a single
-  ``UPDATE ... RETURNING`` feeding an ``INSERT ... SELECT`` on PostgreSQL.
+  ``UPDATE ... RETURNING`` feeding an ``INSERT ... SELECT`` on PostgreSQL (``mailing.sql``).
 
 A fan-out writes ONE mailing event ("fan-out created N messages"), never one per message:
 a message's timeline starts with its mailing's fan-out event (see ``selectors.events_for``).
@@ -15,14 +15,13 @@ a message's timeline starts with its mailing's fan-out event (see ``selectors.ev
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from datetime import datetime
 
-from django.db import connection
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from mailing import sql
 from mailing.models import Event, Message, MessageStatus
 
 # Kinds, by subject.
@@ -104,52 +103,14 @@ def record_attempts(rows: Iterable[tuple[int, int, int | None, object]], at: dat
         Event.objects.bulk_create(events)
 
 
-def _json_param(data: dict[str, object]) -> str:
-    return json.dumps(data, ensure_ascii=False, sort_keys=True)
-
-
 def settle_with_events(
     messages: QuerySet[Message], to_status: str, reason: str, kind: str, at: datetime
 ) -> int:
     """``messages.update(status=to_status, claimed_by=None, last_error=reason)`` that also
     writes one ``kind`` event per message it changed; returns how many it changed.
 
-    PostgreSQL: one statement, ``WITH changed AS (UPDATE ... RETURNING) INSERT ... SELECT``.
-    SQLite (no data-modifying CTE): ``UPDATE ... RETURNING`` and a multi-row INSERT, in
-    the caller's transaction (SQLite has one writer at a time).
+    The statement is in ``mailing.sql`` (one statement on PostgreSQL).
     """
-    table = Message._meta.db_table
-    compiler = messages.query.get_compiler(connection=connection)
-    where_sql, where_params = compiler.compile(messages.query.where)
-    update_sql = (
-        f"UPDATE {table} SET status = %s, claimed_by = NULL, last_error = %s "  # noqa: S608
-        f"WHERE {where_sql} RETURNING id, mailing_id, client_id"
+    return sql.settle_messages_logging_events(
+        messages, to_status, reason, kind, at, {"reason": reason} if reason else {}
     )
-    update_params = [to_status, reason, *where_params]
-    data = _json_param({"reason": reason} if reason else {})
-    adapt = connection.ops.adapt_datetimefield_value
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(
-                f"WITH changed AS ({update_sql}), logged AS ("  # noqa: S608
-                f"INSERT INTO {Event._meta.db_table} "
-                "(kind, mailing_id, message_id, client_id, at, data) "
-                "SELECT %s, mailing_id, id, client_id, %s, %s::jsonb FROM changed) "
-                "SELECT count(*) FROM changed",
-                [*update_params, kind, adapt(at), data],
-            )
-            return cursor.fetchone()[0]
-        cursor.execute(update_sql, update_params)
-        changed = cursor.fetchall()
-    Event.objects.bulk_create(
-        Event(
-            kind=kind,
-            mailing_id=mailing_id,
-            message_id=message_id,
-            client_id=client_id,
-            at=at,
-            data=json.loads(data),
-        )
-        for message_id, mailing_id, client_id in changed
-    )
-    return len(changed)

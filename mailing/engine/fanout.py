@@ -6,21 +6,12 @@ import logging
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from django.db import connection, transaction
-from django.db.models import (
-    Case,
-    CharField,
-    DateTimeField,
-    Expression,
-    F,
-    IntegerField,
-    QuerySet,
-    Value,
-    When,
-)
+from django.db import transaction
+from django.db.models import Case, DateTimeField, Expression, F, Value, When
 
+from mailing import sql
 from mailing.engine.windows import next_window_opening
-from mailing.models import Client, Mailing, Message, MessageStatus
+from mailing.models import Mailing, MessageStatus
 from mailing.selectors import matching_clients
 from mailing.transitions import lock_mailings
 
@@ -50,50 +41,6 @@ def _zone_openings(mailing: Mailing, now: datetime) -> dict[str, datetime]:
 WINDOW_NEVER_OPENS = "send window does not open before the mailing ends"
 
 
-def _insert_messages(
-    mailing: Mailing,
-    clients: QuerySet[Client],
-    now: datetime,
-    status: str,
-    first_attempt: Expression,
-    last_error: str = "",
-) -> int:
-    """INSERT ... SELECT one message per client of ``clients``; returns the rows inserted."""
-    select = (
-        # SQLite needs a WHERE before ON CONFLICT in INSERT ... SELECT; this one is free.
-        clients.filter(pk__isnull=False)
-        .order_by()
-        .annotate(
-            _mailing=Value(mailing.pk, output_field=IntegerField()),
-            _status=Value(status, output_field=CharField()),
-            _created=Value(now, output_field=DateTimeField()),
-            _attempts=Value(0, output_field=IntegerField()),
-            _error=Value(last_error, output_field=CharField()),
-            _next=first_attempt,
-        )
-        .values_list(
-            "_mailing",
-            "pk",
-            "phone",
-            "timezone",
-            "_status",
-            "_created",
-            "_attempts",
-            "_error",
-            "_next",
-        )
-    )
-    select_sql, params = select.query.sql_with_params()
-    insert_sql = (
-        f"INSERT INTO {Message._meta.db_table} (mailing_id, client_id, phone, timezone, status, "
-        f"created_at, attempts, last_error, next_attempt_at) {select_sql} "
-        "ON CONFLICT (mailing_id, client_id) DO NOTHING"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(insert_sql, params)
-        return max(cursor.rowcount, 0)
-
-
 def fan_out(mailing: Mailing, now: datetime) -> int:
     """Create one message per matching client; idempotent, returns how many were new.
 
@@ -118,22 +65,22 @@ def fan_out(mailing: Mailing, now: datetime) -> int:
     audience = matching_clients(mailing.operator_codes, mailing.tags)
     with transaction.atomic():
         lock_mailings([mailing.pk])
-        pending = _insert_messages(
-            mailing,
+        pending = sql.insert_messages(
             audience.exclude(timezone__in=closed_zones),
-            now,
-            MessageStatus.PENDING,
-            first_attempt,
+            mailing_id=mailing.pk,
+            status=MessageStatus.PENDING,
+            created_at=now,
+            next_attempt_at=first_attempt,
         )
         expired = 0
         if closed_zones:
-            expired = _insert_messages(
-                mailing,
+            expired = sql.insert_messages(
                 audience.filter(timezone__in=closed_zones),
-                now,
-                MessageStatus.EXPIRED,
-                Value(now, output_field=DateTimeField()),
-                WINDOW_NEVER_OPENS,
+                mailing_id=mailing.pk,
+                status=MessageStatus.EXPIRED,
+                created_at=now,
+                next_attempt_at=Value(now, output_field=DateTimeField()),
+                last_error=WINDOW_NEVER_OPENS,
             )
         Mailing.objects.filter(pk=mailing.pk).update(
             total=F("total") + pending + expired,

@@ -17,10 +17,10 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Case, DateTimeField, F, Value, When
 
-from mailing import events
+from mailing import events, sql
 from mailing.engine.backoff import retry_delay, throttle_delay
 from mailing.engine.fanout import WINDOW_NEVER_OPENS
 from mailing.engine.provider import Outcome, OutgoingMessage, SendResult
@@ -54,26 +54,6 @@ def _zone(name: str) -> ZoneInfo | None:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         return None
-
-
-def _claim_sql() -> str:
-    table = Message._meta.db_table
-    # The literal 'pending' (not a parameter) lets the planner use the partial index.
-    lock = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
-    # The table name comes from the model; every value is a bound parameter.
-    return (
-        f"UPDATE {table} SET claimed_by = %s, next_attempt_at = %s WHERE id IN ("  # noqa: S608
-        f"SELECT id FROM {table} WHERE mailing_id = %s AND status = 'pending' "
-        f"AND next_attempt_at <= %s ORDER BY next_attempt_at LIMIT %s{lock}) "
-        "RETURNING id, client_id, phone, timezone, attempts"
-    )
-
-
-def _claim_rows(mailing_id: int, worker_id: str, limit: int, now: datetime, lease: timedelta):
-    adapt = connection.ops.adapt_datetimefield_value
-    with connection.cursor() as cursor:
-        cursor.execute(_claim_sql(), [worker_id, adapt(now + lease), mailing_id, adapt(now), limit])
-        return cursor.fetchall()
 
 
 def _settle_claimed(
@@ -188,7 +168,7 @@ def claim_due(worker_id: str, limit: int, now: datetime, lease: timedelta) -> li
             if remaining <= 0:
                 break
             quota = -(-remaining // (len(mailings) - position))
-            rows = _claim_rows(mailing_row[0], worker_id, quota, now, lease)
+            rows = sql.claim_due_messages(mailing_row[0], worker_id, quota, now, now + lease)
             sendable, unsendable = _sort_claimed_rows(rows, mailing_row, now)
             claimed.extend(sendable)
             if unsendable:
