@@ -4,12 +4,13 @@ import django_tables2 as tables
 from django.utils.html import format_html
 from django_tables2 import A
 
+from dashboard.templatetags.badges import status_badge
 from mailing.models import Client, Mailing, Message
 
 
 class StatusColumn(tables.Column):
     def render(self, value):
-        return format_html('<span class="badge badge-{}">{}</span>', value, value)
+        return status_badge(value)
 
 
 class MailingTable(tables.Table):

@@ -190,7 +190,7 @@ def test_build_mailing_with_live_preview_and_watch_it_finish(
     expect(page.get_by_test_id("count-total")).to_have_text("40", timeout=20_000)
     expect(page.get_by_test_id("count-sent")).to_have_text("40", timeout=20_000)
     expect(page.get_by_test_id("count-pending")).to_have_text("0")
-    expect(page.get_by_test_id("status")).to_have_text("finished", timeout=20_000)
+    expect(page.get_by_test_id("status")).to_have_text("Finished", timeout=20_000)
 
 
 def test_pause_and_resume(page, live_server, sso):
@@ -209,10 +209,10 @@ def test_pause_and_resume(page, live_server, sso):
     page.goto(f"{live_server.url}/mailings/{mailing.pk}/")
     page.get_by_role("button", name="Pause").click()
     expect(page.get_by_text(f"Mailing {mailing.pk} paused.")).to_be_visible()
-    expect(page.get_by_test_id("status")).to_have_text("paused")
+    expect(page.get_by_test_id("status")).to_have_text("Paused")
     page.get_by_role("button", name="Resume").click()
     expect(page.get_by_text(f"Mailing {mailing.pk} resumed.")).to_be_visible()
-    expect(page.get_by_test_id("status")).to_have_text("running")
+    expect(page.get_by_test_id("status")).to_have_text("Running")
     mailing.refresh_from_db()
     assert mailing.status == "running"
 

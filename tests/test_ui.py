@@ -232,7 +232,7 @@ def test_dashboard_shows_totals_and_health(web):
     partial = web.get(reverse("dashboard:overview_partial"), HTTP_HX_REQUEST="true")
     assert partial.status_code == 200
     assert b"<html" not in partial.content
-    assert b"scheduled 1" in partial.content
+    assert b"Scheduled 1" in partial.content
     health = web.get(reverse("dashboard:health_partial"), HTTP_HX_REQUEST="true")
     assert b"Latency p95" in health.content
 
