@@ -215,9 +215,11 @@ class Recorder:
     """Counts requests and outcomes, and remembers every delivery.
 
     Sized for a million ids: one dict id -> delivery count (counts are small cached ints) plus
-    two parallel arrays of (id, unix time) per delivery, 16 bytes each; first and last delivery
-    times per id are derived from the arrays when asked. Mutated on the server's event loop and
-    read from other threads (tests), hence the lock; it is uncontended on the hot path.
+    three parallel arrays of (id, arrival time, delivery time) per delivery, 24 bytes each;
+    first and last times per id are derived from the arrays when asked. The arrival is when
+    the request reached the handler, before the configured latency; the delivery is when the
+    stand-in accepted it, after the latency (both unix times). Mutated on the server's event
+    loop and read from other threads (tests), hence the lock; it is uncontended on the hot path.
     """
 
     def __init__(self, record_path: str | os.PathLike[str] | None = None) -> None:
@@ -234,6 +236,7 @@ class Recorder:
         self._counts: dict[int, int] = {}
         self._ids = array("q")
         self._times = array("d")
+        self._arrivals = array("d")
 
     def reset(self) -> None:
         """Forget everything counted so far. The record file is an append-only log: kept."""
@@ -248,16 +251,30 @@ class Recorder:
         with self._lock:
             self.by_outcome[outcome] += 1
 
-    def record_delivery(self, msg_id: int, phone: int, outcome: str = "accepted") -> None:
+    def record_delivery(
+        self,
+        msg_id: int,
+        phone: int,
+        outcome: str = "accepted",
+        *,
+        arrived_at: float | None = None,
+    ) -> None:
+        """Record one delivery now; ``arrived_at`` is when its request arrived (unix time,
+        before the latency sleep), now if not given."""
         at = time.time()
+        arrived = at if arrived_at is None else arrived_at
         with self._lock:
             self.by_outcome[outcome] += 1
             self._counts[msg_id] = self._counts.get(msg_id, 0) + 1
             self._ids.append(msg_id)
             self._times.append(at)
+            self._arrivals.append(arrived)
             if self._file is not None:
                 # id and phone were validated as ints, so this is valid JSON without json.dumps.
-                self._file.write(f'{{"id": {msg_id}, "phone": {phone}, "at": {at:.6f}}}\n')
+                self._file.write(
+                    f'{{"id": {msg_id}, "phone": {phone}, "arrived_at": {arrived:.6f}, '
+                    f'"at": {at:.6f}}}\n'
+                )
 
     @property
     def accepted(self) -> int:
@@ -289,6 +306,18 @@ class Recorder:
         with self._lock:
             return dict(zip(self._ids, self._times, strict=True))
 
+    def first_arrived_at(self) -> dict[int, float]:
+        """Per delivered id: when the request of its first delivery arrived (before the
+        latency sleep), as a unix time."""
+        with self._lock:
+            return dict(zip(reversed(self._ids), reversed(self._arrivals), strict=True))
+
+    def last_arrived_at(self) -> dict[int, float]:
+        """Per delivered id: when the request of its last delivery arrived (before the
+        latency sleep), as a unix time: when the client sent it, give or take the network."""
+        with self._lock:
+            return dict(zip(self._ids, self._arrivals, strict=True))
+
     def stats(self) -> dict[str, Any]:
         with self._lock:
             return {
@@ -301,9 +330,11 @@ class Recorder:
 
     def accepted_report(self) -> dict[str, Any]:
         last = self.last_accepted_at()
+        arrived = self.last_arrived_at()
         return {
             "ids": sorted(last),
             "last_accepted_at": {str(msg_id): at for msg_id, at in last.items()},
+            "last_arrived_at": {str(msg_id): at for msg_id, at in arrived.items()},
         }
 
     def flush(self) -> None:
@@ -400,6 +431,8 @@ def _decide(config: FaultConfig, rng: random.Random) -> str:
 
 
 async def _handle_send(request: web.Request) -> web.StreamResponse:
+    # Stamped first, before the body is read and the latency slept: when the client sent it.
+    arrived_at = time.time()
     state = request.app[STATE_KEY]
     config = state.config
     recorder = state.recorder
@@ -438,7 +471,7 @@ async def _handle_send(request: web.Request) -> web.StreamResponse:
         logger.debug("send %d: %s", msg_id, outcome)
 
     if outcome == "accepted":
-        recorder.record_delivery(msg_id, phone)
+        recorder.record_delivery(msg_id, phone, arrived_at=arrived_at)
         return web.Response(body=_OK_BODY, content_type="application/json")
     if outcome == "rejected":
         recorder.count_outcome(outcome)
@@ -465,7 +498,7 @@ async def _handle_send(request: web.Request) -> web.StreamResponse:
         content_type, payload = state.rng.choice(_MALFORMED_BODIES)
         return web.Response(body=payload, content_type=content_type)
     # drip: delivered, but the answer crawls, to catch clients that bound only per-read time.
-    recorder.record_delivery(msg_id, phone, outcome="drip")
+    recorder.record_delivery(msg_id, phone, outcome="drip", arrived_at=arrived_at)
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     response.content_length = len(_OK_BODY)
     try:

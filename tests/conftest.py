@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
+import socket
+import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +36,96 @@ def wait_for(condition: Callable[[], object], timeout: float = 10.0, interval: f
         if time.monotonic() >= deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+def free_port() -> int:
+    """A loopback port free at the time of asking (the kernel's pick), for a child process
+    that needs its port on the command line. Bind with port 0 yourself where you can."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RefusedPort:
+    """A loopback port that refuses connections: bound (so nobody else takes it while the
+    test runs) but not listening. ``with RefusedPort() as port: ...``"""
+
+    def __init__(self) -> None:
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.socket.bind(("127.0.0.1", 0))
+        self.port: int = self.socket.getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.socket.close()
+
+    def __enter__(self) -> int:
+        return self.port
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class ChildProcess(subprocess.Popen):
+    """A child process whose stdout and stderr go to temporary files, not pipes: a pipe
+    nobody reads fills up and blocks the child, and a blocking read has no deadline.
+    ``output()`` reads what it wrote so far; ``stop()`` signals it and waits, bounded."""
+
+    def __init__(self, args: list[str], **kwargs: object) -> None:
+        # Closed by close() / __exit__, which outlive this constructor.
+        self._stdout_file = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")  # noqa: SIM115
+        self._stderr_file = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")  # noqa: SIM115
+        super().__init__(
+            args, stdout=self._stdout_file, stderr=self._stderr_file, text=True, **kwargs
+        )
+
+    def output(self) -> tuple[str, str]:
+        """(stdout, stderr) as written so far."""
+        return _read_all(self._stdout_file), _read_all(self._stderr_file)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 40.0) -> tuple[str, str]:
+        """Send ``sig`` (to the whole group when the child leads one), wait at most
+        ``timeout`` seconds, then kill; returns (stdout, stderr). Raises AssertionError
+        when the child had to be killed."""
+        if self.poll() is None:
+            self._signal(sig)
+        try:
+            self.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._signal(signal.SIGKILL)
+            self.wait(timeout=10)
+            _out, err = self.output()
+            raise AssertionError(f"process did not stop on signal {sig}:\n{err[-3000:]}") from None
+        return self.output()
+
+    def _signal(self, sig: int) -> None:
+        try:
+            if os.getpgid(self.pid) == self.pid:
+                os.killpg(self.pid, sig)
+            else:
+                os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def close(self) -> None:
+        """Kill the child if it still runs and drop its output files."""
+        if self.poll() is None:
+            self._signal(signal.SIGKILL)
+            self.wait(timeout=10)
+        self._stdout_file.close()
+        self._stderr_file.close()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _read_all(file: object) -> str:
+    file.flush()  # type: ignore[attr-defined]
+    file.seek(0)  # type: ignore[attr-defined]
+    return file.read()  # type: ignore[attr-defined]
 
 
 def needs_postgres() -> pytest.MarkDecorator:
@@ -168,11 +262,16 @@ def database_url_of_test_db() -> str:
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment of a child process on the test database. The send API and the
+    identity provider point at a port nobody listens on unless the test says otherwise, so
+    no child reaches a `make run` that is up on the default ports."""
     env = dict(os.environ)
     env.update(
         DJANGO_SETTINGS_MODULE="project.settings",
         DATABASE_URL=database_url_of_test_db(),
         PYTHONUNBUFFERED="1",
+        PROBE_URL=f"{_NOWHERE.url}/v1",
+        OIDC_ISSUER_URL=_NOWHERE.url,
     )
     env.update(extra)
     return env
@@ -180,6 +279,29 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 def now_plus(seconds: float):
     return timezone.now() + timedelta(seconds=seconds)
+
+
+# One refusing port for the whole run: the default address of everything a test did not
+# start itself (the defaults, 8081 and 8090, may belong to a `make run` that is up).
+_NOWHERE = RefusedPort()
+
+
+@pytest.fixture(autouse=True)
+def _nothing_at_the_default_ports(settings) -> None:
+    """The send API and the identity provider of the settings point at a refusing port
+    unless a test starts its own (the provider_settings and sso fixtures)."""
+    settings.PROBE_URL = f"{_NOWHERE.url}/v1"
+    oidc = settings.SOCIALACCOUNT_PROVIDERS["openid_connect"]
+    settings.SOCIALACCOUNT_PROVIDERS = {
+        **settings.SOCIALACCOUNT_PROVIDERS,
+        "openid_connect": {
+            **oidc,
+            "APPS": [
+                {**app, "settings": {**app.get("settings", {}), "server_url": _NOWHERE.url}}
+                for app in oidc["APPS"]
+            ],
+        },
+    }
 
 
 @pytest.fixture(autouse=True)

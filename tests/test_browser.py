@@ -7,14 +7,13 @@ Each test saves a screenshot of its last page under test-artifacts/.
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
+import requests
 
-from tests.conftest import make_clients
+from tests.conftest import ChildProcess, free_port, make_clients
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,10 +38,47 @@ BROWSER_ARGS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def _discovery_answers(issuer: str) -> bool:
+    try:
+        return requests.get(f"{issuer}/.well-known/openid-configuration", timeout=1).ok
+    except requests.RequestException:
+        return False
+
+
+def start_oidc_provider(callback: str, deadline: float = 30.0) -> tuple[ChildProcess, str]:
+    """The provider process on a free port, once its discovery document answers. Its output
+    goes to a file, and readiness is polled over HTTP: every wait here has a deadline."""
+    for _attempt in range(3):  # the free port may be taken before node binds it
+        port = free_port()
+        issuer = f"http://127.0.0.1:{port}"
+        process = ChildProcess(
+            [
+                "node",
+                "server.mjs",
+                "--port",
+                str(port),
+                "--client-id",
+                "mailing-ui",
+                "--client-secret",
+                CLIENT_SECRET,
+                "--redirect-uri",
+                callback,
+            ],
+            cwd=OIDC_DIR,
+        )
+        end = time.monotonic() + deadline
+        while process.poll() is None and time.monotonic() < end:
+            if _discovery_answers(issuer):
+                return process, issuer
+            time.sleep(0.1)
+        output = "".join(process.output())
+        if process.poll() is None:  # alive but not answering: give up at the deadline
+            process.stop()
+            pytest.fail(f"the OIDC provider did not answer within {deadline} s:\n{output}")
+        process.close()
+        if "EADDRINUSE" not in output:
+            pytest.fail(f"the OIDC provider exited with {process.returncode}:\n{output}")
+    pytest.fail("the OIDC provider found no free port in three attempts")
 
 
 @pytest.fixture(scope="session")
@@ -50,37 +86,11 @@ def oidc_provider(live_server):
     """The development OIDC provider process, registered for this live server's callback."""
     if shutil.which("node") is None or not (OIDC_DIR / "node_modules").exists():
         pytest.fail("node and devtools/oidc/node_modules are needed: run `make install`")
-    port = free_port()
     callback = f"{live_server.url}/accounts/oidc/sso/login/callback/"
-    process = subprocess.Popen(
-        [
-            "node",
-            "server.mjs",
-            "--port",
-            str(port),
-            "--client-id",
-            "mailing-ui",
-            "--client-secret",
-            CLIENT_SECRET,
-            "--redirect-uri",
-            callback,
-        ],
-        cwd=OIDC_DIR,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.monotonic() + 20
-    while True:
-        line = process.stdout.readline()
-        if "ready at" in line:
-            break
-        if (not line and process.poll() is not None) or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"the OIDC provider did not start: {line}")
-    yield f"http://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(timeout=10)
+    process, issuer = start_oidc_provider(callback)
+    with process:
+        yield issuer
+        process.stop(timeout=10)
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from mailing.fake_provider import (
     FaultConfig,
     config_from_options,
 )
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -440,6 +441,23 @@ def test_record_file_gets_the_accepted_ids(
     assert [line["id"] for line in lines] == [100, 101]
     assert all(line["phone"] == PHONE for line in lines)
     assert all(abs(line["at"] - time.time()) < 60 for line in lines)
+    assert all(line["arrived_at"] <= line["at"] for line in lines)
+
+
+def test_arrival_is_stamped_before_the_latency(
+    make_server: Callable[..., FakeProviderServer],
+) -> None:
+    server = make_server(latency_ms=300)
+    sent_at = time.time()
+    send(server, 9)
+    answered_at = time.time()
+    arrived = server.recorder.last_arrived_at()[9]
+    accepted = server.recorder.last_accepted_at()[9]
+    assert server.recorder.first_arrived_at() == {9: arrived}
+    # The request arrived right after it was sent; the acceptance waited out the latency.
+    assert sent_at <= arrived <= accepted <= answered_at
+    assert accepted - arrived >= 0.29  # asyncio may wake a hair early on its clock
+    assert admin(server, "accepted").json()["last_arrived_at"] == {"9": arrived}
 
 
 def test_config_from_cli_options() -> None:
@@ -462,19 +480,13 @@ def test_config_from_cli_options() -> None:
             config_from_options(bad)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.parametrize(
     "command",
     [["manage.py", "fake_provider"], ["-m", "mailing.fake_provider"]],
     ids=["manage.py", "python-m"],
 )
 def test_cli_serves_until_sigterm(command: list[str]) -> None:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings", "PROBE_TOKEN": "cli-token"}
     proc = subprocess.Popen(
         [sys.executable, *command, "--port", str(port), "--latency-ms", "1"],

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import OperationalError
 
 from mailing import health
-from tests.conftest import needs_redis
+from tests.conftest import RefusedPort, needs_redis
 
 MANAGE = str(Path(settings.BASE_DIR) / "manage.py")
 
@@ -42,13 +42,9 @@ def test_healthz_answers_503_when_the_database_is_down(client, monkeypatch):
 
 @pytest.mark.django_db
 def test_healthz_answers_503_when_redis_does_not_answer(client, settings):
-    import socket
-
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    settings.REDIS_URL = f"redis://127.0.0.1:{port}/0"
-    response = client.get("/healthz")
+    with RefusedPort() as port:
+        settings.REDIS_URL = f"redis://127.0.0.1:{port}/0"
+        response = client.get("/healthz")
     assert response.status_code == 503
     body = response.json()
     assert body == {

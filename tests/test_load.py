@@ -10,7 +10,6 @@ import json
 import random
 import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -27,8 +26,15 @@ from django.utils import timezone
 from mailing import services
 from mailing.models import Mailing, MailingStatus
 from mailing.tokens import issue_token
-from tests.conftest import needs_postgres, now_plus, subprocess_env, wait_for
-from tests.test_workers import answers, free_port, outcomes_of, run_dispatchers, stop_process
+from tests.conftest import (
+    ChildProcess,
+    free_port,
+    needs_postgres,
+    now_plus,
+    subprocess_env,
+    wait_for,
+)
+from tests.test_workers import answers, outcomes_of, run_dispatchers, stop_process
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, needs_postgres()]
 
@@ -68,9 +74,9 @@ def api_user(base: str, token: str, stop: threading.Event, results: list, seed: 
         results.append((kind, response.status_code, time.monotonic() - started))
 
 
-def start_gunicorn(port: int) -> subprocess.Popen:
+def start_gunicorn(port: int) -> ChildProcess:
     """The production web server on the test database, as in the Docker image."""
-    return subprocess.Popen(
+    return ChildProcess(
         [
             str(Path(sys.executable).with_name("gunicorn")),
             "project.wsgi",
@@ -85,9 +91,6 @@ def start_gunicorn(port: int) -> subprocess.Popen:
         ],
         cwd=settings.BASE_DIR,
         env=subprocess_env(LOG_LEVEL="WARNING"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
         start_new_session=True,
     )
 

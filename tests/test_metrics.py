@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mailing import services
 from mailing.models import DispatcherSlot, Mailing, MailingStatus, ProviderState
-from tests.conftest import make_clients, now_plus, wait_for
+from tests.conftest import ChildProcess, free_port, make_clients, now_plus, wait_for
 
 ROOT = Path(settings.BASE_DIR)
 TOKEN = "metrics-test-token"
@@ -175,13 +175,10 @@ def test_the_dispatcher_counts_its_send_calls(client, metrics_token, dispatcher_
 
 def test_serve_metrics_serves_the_process_samples_with_the_token(tmp_path):
     import os
-    import socket
 
     import requests
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "project.settings",
@@ -194,7 +191,7 @@ def test_serve_metrics_serves_the_process_samples_with_the_token(tmp_path):
         "metrics.observe_send('accepted', 0.01)\n"
     )
     subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=ROOT, timeout=60)
-    server = subprocess.Popen(
+    server = ChildProcess(
         [
             sys.executable,
             str(ROOT / "manage.py"),
@@ -205,10 +202,8 @@ def test_serve_metrics_serves_the_process_samples_with_the_token(tmp_path):
             str(port),
         ],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
     )
-    try:
+    with server:
         url = f"http://127.0.0.1:{port}"
 
         def up() -> bool:
@@ -225,6 +220,4 @@ def test_serve_metrics_serves_the_process_samples_with_the_token(tmp_path):
         assert answer.status_code == 200
         assert value(answer.text, "mailing_send_requests_total", outcome="accepted") == 1
         assert "mailing_messages" not in exported_types(answer.text)
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+        server.stop(timeout=10)

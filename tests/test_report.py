@@ -5,8 +5,6 @@ from __future__ import annotations
 import email
 import email.policy
 import io
-import socket
-import subprocess
 import sys
 import threading
 from datetime import timedelta
@@ -21,7 +19,14 @@ from django_q.models import Schedule
 
 from mailing import reports, services
 from mailing.models import Mailing, MailingStatus, Message, MessageStatus, ReportRun
-from tests.conftest import make_clients, subprocess_env, wait_for
+from tests.conftest import (
+    ChildProcess,
+    RefusedPort,
+    free_port,
+    make_clients,
+    subprocess_env,
+    wait_for,
+)
 
 MANAGE = str(Path(settings.BASE_DIR) / "manage.py")
 
@@ -138,9 +143,10 @@ def test_one_report_a_day_after_a_restart_unless_forced(recipients):
 @pytest.mark.django_db
 def test_a_failed_send_can_be_retried(recipients, settings):
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", free_port(), 2
-    with pytest.raises(OSError):
-        reports.send_daily_report()
+    with RefusedPort() as port:
+        settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", port, 2
+        with pytest.raises(OSError):
+            reports.send_daily_report()
     assert not ReportRun.objects.exists()
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     assert reports.send_daily_report() == "sent"
@@ -197,12 +203,6 @@ def test_migrations_create_the_schedule():
     assert Schedule.objects.filter(name=reports.SCHEDULE_NAME).count() == 1
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Inbox:
     """aiosmtpd handler keeping every message it receives."""
 
@@ -245,17 +245,14 @@ def test_send_report_end_to_end_through_a_real_smtp_server(smtp_server):
         REPORT_RECIPIENTS="boss@example.com, ops@example.com",
         LOG_LEVEL="WARNING",
     )
-    processes = [
-        subprocess.Popen(
-            [sys.executable, MANAGE, "send_report"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
-    outputs = sorted(p.communicate(timeout=120)[0].strip() for p in processes)
+    processes = [ChildProcess([sys.executable, MANAGE, "send_report"], env=env) for _ in range(2)]
+    try:
+        for process in processes:
+            process.wait(timeout=120)
+        outputs = sorted(process.output()[0].strip() for process in processes)
+    finally:
+        for process in processes:
+            process.close()
     assert all(p.returncode == 0 for p in processes)
     assert outputs == ["sent", "skipped: already sent"]
     wait_for(lambda: inbox.messages, timeout=10)

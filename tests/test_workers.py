@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -22,6 +19,8 @@ from mailing import services
 from mailing.models import DispatcherSlot, Mailing, MailingStatus, Message
 from tests.conftest import (
     TOKEN,
+    ChildProcess,
+    free_port,
     make_clients,
     needs_postgres,
     needs_redis,
@@ -35,26 +34,14 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 MANAGE = str(Path(settings.BASE_DIR) / "manage.py")
 
 
-def start_process(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, MANAGE, *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+def start_process(args: list[str], env: dict[str, str]) -> ChildProcess:
+    """``manage.py <args>`` in a process group of its own (its children stop with it)."""
+    return ChildProcess([sys.executable, MANAGE, *args], env=env, start_new_session=True)
 
 
-def stop_process(process: subprocess.Popen, sig: int = signal.SIGTERM) -> tuple[str, str]:
-    if process.poll() is None:
-        os.killpg(process.pid, sig)
-    try:
-        return process.communicate(timeout=40)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        _out, err = process.communicate()
-        raise AssertionError(f"process did not stop on {sig}:\n{err[-3000:]}") from None
+def stop_process(process: ChildProcess, sig: int = signal.SIGTERM) -> tuple[str, str]:
+    """Signal the group, wait at most 40 s (then kill and fail); (stdout, stderr)."""
+    return process.stop(sig, timeout=40)
 
 
 def worker_env(provider, **extra: str) -> dict[str, str]:
@@ -67,7 +54,7 @@ def worker_env(provider, **extra: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def q2_cluster(provider) -> Iterator[subprocess.Popen]:
+def q2_cluster(provider) -> Iterator[ChildProcess]:
     env = worker_env(
         provider,
         Q_CLUSTER_NAME=f"test-{uuid.uuid4().hex[:8]}",
@@ -109,7 +96,7 @@ def test_q2_cluster_starts_mailings_on_time_with_no_one_acting(provider, q2_clus
     assert provider.recorder.unique_accepted == 40 and provider.recorder.duplicates() == {}
 
 
-def run_dispatchers(provider, count: int, seconds: float, **extra: str) -> list[subprocess.Popen]:
+def run_dispatchers(provider, count: int, seconds: float, **extra: str) -> list[ChildProcess]:
     env = worker_env(provider, **extra)
     return [
         start_process(["dispatch", "--seconds", str(seconds), "--worker-id", f"w{n}"], env)
@@ -117,7 +104,7 @@ def run_dispatchers(provider, count: int, seconds: float, **extra: str) -> list[
     ]
 
 
-def outcomes_of(processes: list[subprocess.Popen]) -> list[dict]:
+def outcomes_of(processes: list[ChildProcess]) -> list[dict]:
     reports = []
     for process in processes:
         out, err = stop_process(process)
@@ -169,12 +156,6 @@ def test_send_rate_limit_holds_across_workers(provider):
     assert times[-1] - times[0] >= (120 - burst) / rate - 0.5
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def answers(url: str) -> bool:
     try:
         return requests.get(url, timeout=1).status_code < 500
@@ -183,23 +164,58 @@ def answers(url: str) -> bool:
 
 
 def test_run_stack_starts_everything_and_ctrl_c_stops_it_all():
-    web_port, probe_port = free_port(), free_port()
+    # Every port it binds is a free one: a `make run` may be up on the defaults.
+    web_port, probe_port, oidc_port = free_port(), free_port(), free_port()
     stack = start_process(
-        ["run_stack", "--port", str(web_port), "--probe-port", str(probe_port)],
+        [
+            "run_stack",
+            *("--port", str(web_port), "--probe-port", str(probe_port)),
+            *("--oidc-port", str(oidc_port)),
+        ],
         subprocess_env(Q_CLUSTER_NAME=f"test-{uuid.uuid4().hex[:8]}", Q_WORKERS="2"),
     )
-    try:
-        wait_for(lambda: answers(f"http://127.0.0.1:{web_port}/api/v1/openapi.json"), 60, 0.2)
-        wait_for(lambda: answers(f"http://127.0.0.1:{probe_port}/_admin/stats"), 30, 0.2)
-        wait_for(dispatcher_alive, 30, 0.2)
-    finally:
-        _out, err = stop_process(stack, signal.SIGINT)
+    with stack:
+        try:
+            wait_for(lambda: answers(f"http://127.0.0.1:{web_port}/api/v1/openapi.json"), 60, 0.2)
+            wait_for(lambda: answers(f"http://127.0.0.1:{probe_port}/_admin/stats"), 30, 0.2)
+            oidc = f"http://127.0.0.1:{oidc_port}/.well-known/openid-configuration"
+            wait_for(lambda: answers(oidc), 30, 0.2)
+            wait_for(dispatcher_alive, 30, 0.2)
+            children = descendants(stack.pid)
+            # web, q2 (sentinel, workers), the stand-in and the OIDC provider, at least.
+            assert len(children) >= 5, children
+        finally:
+            _out, err = stop_process(stack, signal.SIGINT)
     assert stack.returncode == 0, err[-3000:]
     assert "did not stop in time" not in err
-    children = subprocess.run(
-        ["pgrep", "-f", f"--port {web_port}|--port {probe_port}"], capture_output=True, text=True
-    )
-    assert children.stdout.strip() == ""
+    assert [pid for pid in children if alive(pid)] == []
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (children in sessions of their own included)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # "pid (comm) state ppid ...": comm may hold spaces, so split after its ")".
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        parents[int(stat.parent.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for its reaper counts as stopped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 @needs_redis()
