@@ -364,7 +364,7 @@ class Bench:
             [
                 PYTHON,
                 "-m",
-                "mailing.fake_provider",
+                "devtools.provider",
                 "--port",
                 str(port),
                 "--latency-ms",

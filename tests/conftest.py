@@ -17,10 +17,10 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from devtools.provider import FaultConfig, StandInServer
 from mailing.engine.dispatcher import Dispatcher, DispatcherConfig
 from mailing.engine.provider import HttpSendClient
 from mailing.engine.queue import RetryPolicy
-from mailing.fake_provider import FakeProviderServer, FaultConfig
 from mailing.models import Client
 
 TOKEN = "test-token"
@@ -140,9 +140,9 @@ def needs_redis() -> pytest.MarkDecorator:
 
 
 @pytest.fixture
-def provider() -> Iterator[FakeProviderServer]:
+def provider() -> Iterator[StandInServer]:
     """The local stand-in of the send API, on a free loopback port, behaving perfectly."""
-    server = FakeProviderServer(FaultConfig(token=TOKEN, seed=1), host="127.0.0.1", port=0)
+    server = StandInServer(FaultConfig(token=TOKEN, seed=1), host="127.0.0.1", port=0)
     server.start()
     try:
         yield server

@@ -1,8 +1,8 @@
 """The external send API behind one small interface.
 
-The dispatcher only knows :class:`SendClient`: the real aiohttp client, the
-local stand-in and the in-memory :class:`RecordingSendClient` used by tests are
-interchangeable. A client never raises for network or protocol trouble; every
+The dispatcher only knows :class:`SendClient`; :class:`HttpSendClient` is the
+real one, and tests point it at the stand-in of the send API (devtools.provider)
+on loopback. A client never raises for network or protocol trouble; every
 call ends in a :class:`SendResult` whose :class:`Outcome` tells the dispatcher
 what to do with the message, because a provider that "answers slowly, answers
 garbage, or refuses connections" (PRODUCT.md) must cost a retry, not a crash.
@@ -11,16 +11,12 @@ garbage, or refuses connections" (PRODUCT.md) must cost a retry, not a crash.
 from __future__ import annotations
 
 import asyncio
-import collections
-import dataclasses
 import enum
-import inspect
 import json
 import logging
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -321,101 +317,3 @@ class HttpSendClient:
         )
         self._session_loop = loop
         return self._session
-
-
-Reply = Outcome | SendResult
-Handler = Callable[[OutgoingMessage], Reply | Awaitable[Reply]]
-
-# What a scripted Outcome looks like on the wire, so dispatcher tests see
-# realistic status codes and details.
-_CANNED: dict[Outcome, tuple[int, str]] = {
-    Outcome.ACCEPTED: (200, "code 0: OK"),
-    Outcome.REJECTED: (400, "HTTP 400"),
-    Outcome.RETRY: (503, "HTTP 503"),
-    Outcome.THROTTLED: (429, "HTTP 429"),
-    Outcome.UNAUTHORIZED: (401, "HTTP 401"),
-}
-
-
-class RecordingSendClient:
-    """In-memory :class:`SendClient` for dispatcher tests.
-
-    Replies come, in this order of precedence, from the per-message script
-    (``script(message_id, *replies)``, consumed one reply per call), then from
-    ``default``: an :class:`Outcome`, a :class:`SendResult`, or a callable
-    (sync or async) taking the message and returning either. Every call is
-    recorded in ``calls`` and its result in ``results``; ``max_in_flight``
-    shows how much concurrency the dispatcher really used.
-    """
-
-    def __init__(
-        self,
-        default: Reply | Handler = Outcome.ACCEPTED,
-        *,
-        script: Mapping[int, Sequence[Reply]] | None = None,
-        latency: float = 0.0,
-        retry_after: float | None = None,
-    ) -> None:
-        self.default = default
-        self.latency = latency
-        self.retry_after = retry_after
-        self.calls: list[OutgoingMessage] = []
-        self.results: list[SendResult] = []
-        self.closed = False
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self._script: dict[int, collections.deque[Reply]] = {}
-        for message_id, replies in (script or {}).items():
-            self.script(message_id, *replies)
-
-    def script(self, message_id: int, *replies: Reply) -> None:
-        """Queue replies for ``message_id``; once used up, ``default`` answers."""
-        self._script.setdefault(message_id, collections.deque()).extend(replies)
-
-    def calls_for(self, message_id: int) -> list[OutgoingMessage]:
-        return [call for call in self.calls if call.message_id == message_id]
-
-    @property
-    def accepted_ids(self) -> list[int]:
-        return [r.message_id for r in self.results if r.outcome is Outcome.ACCEPTED]
-
-    async def send(self, message: OutgoingMessage) -> SendResult:
-        self.calls.append(message)
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
-            # Always yield, as a real network call would, so ordering bugs that
-            # depend on sends completing synchronously cannot hide.
-            await asyncio.sleep(self.latency)
-            if self.closed:
-                reply: Reply = SendResult(
-                    message.message_id, Outcome.RETRY, "client closed", None, None, 0.0
-                )
-            else:
-                reply = await self._next_reply(message)
-        finally:
-            self.in_flight -= 1
-        result = self._as_result(message, reply)
-        self.results.append(result)
-        return result
-
-    async def close(self) -> None:
-        self.closed = True
-
-    async def _next_reply(self, message: OutgoingMessage) -> Reply:
-        queued = self._script.get(message.message_id)
-        if queued:
-            return queued.popleft()
-        if isinstance(self.default, Outcome | SendResult):
-            return self.default
-        reply = self.default(message)
-        if inspect.isawaitable(reply):
-            reply = await reply
-        return reply
-
-    def _as_result(self, message: OutgoingMessage, reply: Reply) -> SendResult:
-        if isinstance(reply, SendResult):
-            return dataclasses.replace(reply, message_id=message.message_id)
-        status, detail = _CANNED[reply]
-        retry_after = self.retry_after if reply is Outcome.THROTTLED else None
-        return SendResult(message.message_id, reply, detail, status, retry_after, self.latency)

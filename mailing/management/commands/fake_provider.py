@@ -1,7 +1,8 @@
 """``manage.py fake_provider``: run the local stand-in of the external send API.
 
-The options and the server live in mailing.fake_provider (usable without Django); this only
-adds Django's defaults (the token from settings.PROBE_TOKEN) and Django's error reporting.
+A thin wrapper: the stand-in lives in devtools.provider (usable without Django, see
+``python -m devtools.provider``); this only adds Django's defaults (the token from
+settings.PROBE_TOKEN) and Django's error reporting.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from mailing import fake_provider
+from devtools.provider import cli, run_forever
 
 
 class Command(BaseCommand):
@@ -24,23 +25,21 @@ class Command(BaseCommand):
     requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
-        fake_provider.add_arguments(parser)
+        cli.add_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["token"] is None:
             options["token"] = settings.PROBE_TOKEN
         try:
-            config = fake_provider.config_from_options(options)
+            config = cli.config_from_options(options)
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
 
         def announce(base_url: str) -> None:
-            self.stdout.write(fake_provider.format_banner(base_url, config))
+            self.stdout.write(cli.format_banner(base_url, config))
             self.stdout.flush()  # stdout is a pipe under a supervisor or a test.
 
         try:
-            fake_provider.run_forever(
-                config, options["host"], options["port"], options["record"], ready=announce
-            )
+            run_forever(config, options["host"], options["port"], options["record"], ready=announce)
         except OSError as exc:  # A taken port or an unwritable --record file: no traceback.
             raise CommandError(str(exc)) from exc

@@ -1,4 +1,5 @@
-"""The local stand-in of the external send API: protocol checks, every fault, admin, CLI.
+"""The local stand-in of the external send API (devtools.provider): protocol checks, every
+fault, the scenarios, admin, CLI.
 
 Plain pytest: no database. Servers run in a background thread on a free port; everything
 time-dependent waits on a condition with a deadline instead of sleeping and hoping.
@@ -22,11 +23,8 @@ from typing import Any
 import pytest
 import requests
 
-from mailing.fake_provider import (
-    FakeProviderServer,
-    FaultConfig,
-    config_from_options,
-)
+from devtools.provider import FaultConfig, StandInServer
+from devtools.provider.cli import config_from_options
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.timeout(60)
@@ -50,7 +48,7 @@ def wait_until(condition: Callable[[], Any], deadline: float = 10.0, interval: f
 
 
 def send(
-    server: FakeProviderServer,
+    server: StandInServer,
     msg_id: int,
     *,
     token: str | None = TOKEN,
@@ -78,7 +76,7 @@ def raw_send_request(msg_id: int) -> bytes:
     return head.encode() + body
 
 
-def admin(server: FakeProviderServer, name: str, payload: Any = None) -> requests.Response:
+def admin(server: StandInServer, name: str, payload: Any = None) -> requests.Response:
     url = f"{server.admin_url}/{name}"
     if payload is None and name in {"stats", "accepted", "config"}:
         return requests.get(url, timeout=5)
@@ -86,12 +84,12 @@ def admin(server: FakeProviderServer, name: str, payload: Any = None) -> request
 
 
 @pytest.fixture
-def make_server() -> Iterator[Callable[..., FakeProviderServer]]:
-    servers: list[FakeProviderServer] = []
+def make_server() -> Iterator[Callable[..., StandInServer]]:
+    servers: list[StandInServer] = []
 
-    def make(record_path: Path | None = None, **fields: Any) -> FakeProviderServer:
+    def make(record_path: Path | None = None, **fields: Any) -> StandInServer:
         fields.setdefault("token", TOKEN)
-        server = FakeProviderServer(FaultConfig(**fields), record_path=record_path)
+        server = StandInServer(FaultConfig(**fields), record_path=record_path)
         servers.append(server)
         return server.start()
 
@@ -101,11 +99,11 @@ def make_server() -> Iterator[Callable[..., FakeProviderServer]]:
 
 
 @pytest.fixture
-def server(make_server: Callable[..., FakeProviderServer]) -> FakeProviderServer:
+def server(make_server: Callable[..., StandInServer]) -> StandInServer:
     return make_server()
 
 
-def test_accepts_a_valid_request_and_records_it(server: FakeProviderServer) -> None:
+def test_accepts_a_valid_request_and_records_it(server: StandInServer) -> None:
     assert server.base_url == f"http://127.0.0.1:{server.port}/v1"
     response = send(server, 42)
 
@@ -133,7 +131,7 @@ def test_accepts_a_valid_request_and_records_it(server: FakeProviderServer) -> N
     ],
     ids=["missing", "wrong-token", "lowercase-scheme", "other-scheme"],
 )
-def test_unauthorized(server: FakeProviderServer, headers: dict[str, str]) -> None:
+def test_unauthorized(server: StandInServer, headers: dict[str, str]) -> None:
     response = requests.post(
         f"{server.base_url}/send/1",
         json={"id": 1, "phone": PHONE, "text": "hi"},
@@ -175,7 +173,7 @@ def test_unauthorized(server: FakeProviderServer, headers: dict[str, str]) -> No
         "not-an-object",
     ],
 )
-def test_bad_request(server: FakeProviderServer, path_id: Any, body: Any) -> None:
+def test_bad_request(server: StandInServer, path_id: Any, body: Any) -> None:
     response = send(server, 7, body=body, path_id=path_id)
 
     assert response.status_code == 400
@@ -185,7 +183,7 @@ def test_bad_request(server: FakeProviderServer, path_id: Any, body: Any) -> Non
     assert server.recorder.by_outcome["bad_request"] == 1
 
 
-def test_error_rate_answers_server_errors(make_server: Callable[..., FakeProviderServer]) -> None:
+def test_error_rate_answers_server_errors(make_server: Callable[..., StandInServer]) -> None:
     server = make_server(error_rate=1.0, seed=1)
     statuses = {send(server, i).status_code for i in range(30)}
 
@@ -196,7 +194,7 @@ def test_error_rate_answers_server_errors(make_server: Callable[..., FakeProvide
 
 
 def test_throttle_answers_429_with_retry_after(
-    make_server: Callable[..., FakeProviderServer],
+    make_server: Callable[..., StandInServer],
 ) -> None:
     server = make_server(throttle_rate=1.0, retry_after=3)
     response = send(server, 1)
@@ -207,7 +205,7 @@ def test_throttle_answers_429_with_retry_after(
 
 
 def test_malformed_bodies_are_not_a_valid_result(
-    make_server: Callable[..., FakeProviderServer],
+    make_server: Callable[..., StandInServer],
 ) -> None:
     server = make_server(malformed_rate=1.0, seed=3)
     bodies = set()
@@ -225,7 +223,7 @@ def test_malformed_bodies_are_not_a_valid_result(
     assert server.recorder.accepted == 0
 
 
-def test_reject_answers_code_1(make_server: Callable[..., FakeProviderServer]) -> None:
+def test_reject_answers_code_1(make_server: Callable[..., StandInServer]) -> None:
     server = make_server(reject_rate=1.0)
     response = send(server, 1)
 
@@ -235,7 +233,7 @@ def test_reject_answers_code_1(make_server: Callable[..., FakeProviderServer]) -
     assert server.recorder.by_outcome["rejected"] == 1
 
 
-def test_reset_drops_the_connection(make_server: Callable[..., FakeProviderServer]) -> None:
+def test_reset_drops_the_connection(make_server: Callable[..., StandInServer]) -> None:
     server = make_server(reset_rate=1.0)
 
     with pytest.raises(requests.ConnectionError):
@@ -245,7 +243,7 @@ def test_reset_drops_the_connection(make_server: Callable[..., FakeProviderServe
 
 
 def test_timeout_hangs_past_the_client_read_timeout(
-    make_server: Callable[..., FakeProviderServer],
+    make_server: Callable[..., StandInServer],
 ) -> None:
     server = make_server(timeout_rate=1.0, hang_seconds=2)
     started = time.monotonic()
@@ -258,7 +256,7 @@ def test_timeout_hangs_past_the_client_read_timeout(
 
 
 def test_drip_sends_the_body_one_byte_at_a_time(
-    make_server: Callable[..., FakeProviderServer],
+    make_server: Callable[..., StandInServer],
 ) -> None:
     server = make_server(drip_rate=1.0)
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
@@ -306,7 +304,7 @@ def _connection_refused(port: int) -> bool:
 
 
 def test_outage_refuses_connections_then_recovers(
-    make_server: Callable[..., FakeProviderServer],
+    make_server: Callable[..., StandInServer],
 ) -> None:
     server = make_server(outages=[(0.2, 1.0)])
     port = server.port
@@ -333,7 +331,7 @@ def test_outage_refuses_connections_then_recovers(
 
 
 def test_outage_drops_open_keep_alive_connections(
-    make_server: Callable[..., FakeProviderServer],
+    make_server: Callable[..., StandInServer],
 ) -> None:
     server = make_server(outages=[(0.5, 1.0)])
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
@@ -351,7 +349,7 @@ def test_outage_drops_open_keep_alive_connections(
             sock.recv(4096)
 
 
-def test_duplicates_are_counted(server: FakeProviderServer) -> None:
+def test_duplicates_are_counted(server: StandInServer) -> None:
     for msg_id in (10, 11, 10, 10):
         assert send(server, msg_id).json() == OK
 
@@ -365,7 +363,7 @@ def test_duplicates_are_counted(server: FakeProviderServer) -> None:
     assert first <= last
 
 
-def test_admin_reset_clears_the_recorder(server: FakeProviderServer) -> None:
+def test_admin_reset_clears_the_recorder(server: StandInServer) -> None:
     send(server, 1)
     assert admin(server, "reset").status_code == 200
 
@@ -375,7 +373,7 @@ def test_admin_reset_clears_the_recorder(server: FakeProviderServer) -> None:
     assert admin(server, "accepted").json()["ids"] == []
 
 
-def test_config_can_change_at_runtime(server: FakeProviderServer) -> None:
+def test_config_can_change_at_runtime(server: StandInServer) -> None:
     response = admin(server, "config", {"error_rate": 1, "latency_ms": 1})
     assert response.status_code == 200
     assert response.json()["error_rate"] == 1.0
@@ -411,7 +409,7 @@ def test_config_can_change_at_runtime(server: FakeProviderServer) -> None:
         "not-an-object",
     ],
 )
-def test_bad_config_change_is_refused(server: FakeProviderServer, payload: Any) -> None:
+def test_bad_config_change_is_refused(server: StandInServer, payload: Any) -> None:
     response = admin(server, "config", payload)
 
     assert response.status_code == 400
@@ -424,7 +422,7 @@ def test_bad_config_change_is_refused(server: FakeProviderServer, payload: Any) 
 
 
 def test_record_file_gets_the_accepted_ids(
-    make_server: Callable[..., FakeProviderServer], tmp_path: Path
+    make_server: Callable[..., StandInServer], tmp_path: Path
 ) -> None:
     record = tmp_path / "accepted.jsonl"
     server = make_server(record_path=record)
@@ -445,7 +443,7 @@ def test_record_file_gets_the_accepted_ids(
 
 
 def test_arrival_is_stamped_before_the_latency(
-    make_server: Callable[..., FakeProviderServer],
+    make_server: Callable[..., StandInServer],
 ) -> None:
     server = make_server(latency_ms=300)
     sent_at = time.time()
@@ -482,7 +480,7 @@ def test_config_from_cli_options() -> None:
 
 @pytest.mark.parametrize(
     "command",
-    [["manage.py", "fake_provider"], ["-m", "mailing.fake_provider"]],
+    [["manage.py", "fake_provider"], ["-m", "devtools.provider"]],
     ids=["manage.py", "python-m"],
 )
 def test_cli_serves_until_sigterm(command: list[str]) -> None:
@@ -543,3 +541,28 @@ def test_manage_py_rejects_a_rate_outside_0_1() -> None:
     assert result.returncode == 1
     assert "CommandError" in result.stderr
     assert "error_rate" in result.stderr
+
+
+def test_the_stand_in_needs_no_django_and_the_product_holds_no_server() -> None:
+    check = "import sys, devtools.provider; sys.exit('django' in sys.modules)"
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    result = subprocess.run(
+        [sys.executable, "-c", check], cwd=REPO_ROOT, env=env, capture_output=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    # The product's packages serve no development HTTP server (aiohttp is its client only).
+    for package in ("mailing", "dashboard", "project"):
+        for path in (REPO_ROOT / package).rglob("*.py"):
+            assert "aiohttp import web" not in path.read_text(), path
+
+
+def test_a_scenario_route_answers_its_scenario_and_keeps_the_request(server: StandInServer):
+    url = f"{server.scenario_url('s503')}/send/5"
+    response = requests.post(url, json={"id": 5}, headers={"Authorization": "Bearer x"}, timeout=5)
+    assert (response.status_code, response.text) == (503, "unavailable")
+    [request] = server.recorder.recorded("s503")
+    assert request.path == "/scenario/s503/v1/send/5" and request.authorization == "Bearer x"
+    # Scenarios are outside the fault model: nothing counted or delivered there.
+    assert server.recorder.stats()["requests"] == 0 and server.recorder.accepted == 0
+    unknown = requests.post(f"{server.scenario_url('nope')}/send/5", timeout=5)
+    assert unknown.status_code == 404 and "s503" in unknown.json()["message"]
