@@ -28,6 +28,7 @@ COPY manage.py ./
 COPY project ./project
 COPY mailing ./mailing
 COPY dashboard ./dashboard
+COPY ops ./ops
 # The send API stand-in (manage.py fake_provider, for the demo profile); not the node OIDC one.
 COPY devtools/__init__.py ./devtools/__init__.py
 COPY devtools/provider ./devtools/provider

@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "django_q",
     "ninja",
     "mailing",
+    "ops",
     "dashboard",
     "django_htmx",
     "django_tables2",
@@ -75,10 +76,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "mailing.metrics.HttpMetricsMiddleware",
-    "mailing.health.ProbeMiddleware",
+    "ops.metrics.HttpMetricsMiddleware",
+    "ops.health.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "mailing.logging.RequestIdMiddleware",
+    "ops.logging.RequestIdMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -179,10 +180,10 @@ if LOG_FORMAT not in {"text", "json"}:
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"context": {"()": "mailing.logging.ContextFilter"}},
+    "filters": {"context": {"()": "ops.logging.ContextFilter"}},
     "formatters": {
-        "text": {"()": "mailing.logging.TextFormatter"},
-        "json": {"()": "mailing.logging.JsonFormatter"},
+        "text": {"()": "ops.logging.TextFormatter"},
+        "json": {"()": "ops.logging.JsonFormatter"},
     },
     "handlers": {
         "console": {
@@ -320,13 +321,13 @@ LOGIN_RATE_LIMIT_PATHS = ("/accounts/", "/sign-in/")
 TRUST_X_FORWARDED_FOR = env_bool("TRUST_X_FORWARDED_FOR", False)
 MIDDLEWARE.insert(
     MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
-    "project.middleware.ContentSecurityPolicyMiddleware",
+    "ops.security.ContentSecurityPolicyMiddleware",
 )
 MIDDLEWARE.insert(
-    MIDDLEWARE.index("mailing.logging.RequestIdMiddleware") + 1,
-    "project.middleware.SignInRateLimitMiddleware",
+    MIDDLEWARE.index("ops.logging.RequestIdMiddleware") + 1,
+    "ops.security.SignInRateLimitMiddleware",
 )
-MIDDLEWARE.append("project.middleware.IdentityProviderUnavailableMiddleware")
+MIDDLEWARE.append("ops.security.IdentityProviderUnavailableMiddleware")
 # The sign-in counter must be shared by every web process: Redis when there is one.
 CACHES = {
     "default": (

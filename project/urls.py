@@ -6,8 +6,8 @@ from django.urls import include, path
 from ninja.openapi.views import openapi_view
 
 from mailing.api import api
-from mailing.health import healthz
-from mailing.metrics import metrics_view
+from ops.health import healthz
+from ops.metrics import metrics_view
 
 # The admin signs in like the staff UI, through the identity provider (no local passwords).
 admin.site.login = secure_admin_login(admin.site.login)

@@ -12,7 +12,7 @@ import pytest
 from django.conf import settings
 from django.db import OperationalError
 
-from mailing import health
+from ops import health
 from tests.conftest import RefusedPort, needs_redis
 
 MANAGE = str(Path(settings.BASE_DIR) / "manage.py")

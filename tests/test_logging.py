@@ -13,8 +13,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from mailing import services
-from mailing.logging import ContextFilter, JsonFormatter, TextFormatter, bind
 from mailing.models import Mailing, MailingStatus
+from ops.logging import ContextFilter, JsonFormatter, TextFormatter, bind
 from tests.conftest import make_clients, now_plus, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)

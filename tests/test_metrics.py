@@ -106,7 +106,7 @@ def test_database_gauges_follow_the_counters(client, metrics_token):
 
 @pytest.mark.django_db
 def test_queue_depth_is_capped(client, metrics_token, monkeypatch):
-    from mailing import metrics
+    from ops import metrics
 
     monkeypatch.setattr(metrics, "QUEUE_DEPTH_CAP", 4)
     make_clients(10)
@@ -143,7 +143,7 @@ def test_samples_of_other_processes_are_added_up(client, metrics_token):
     before = scrape(client)
     code = (
         "import django; django.setup()\n"
-        "from mailing import metrics\n"
+        "from ops import metrics\n"
         "for _ in range(7): metrics.observe_send('retry', 0.2)\n"
     )
     env = {**__import__("os").environ, "DJANGO_SETTINGS_MODULE": "project.settings"}
@@ -187,7 +187,7 @@ def test_serve_metrics_serves_the_process_samples_with_the_token(tmp_path):
     }
     code = (
         "import django; django.setup()\n"
-        "from mailing import metrics\n"
+        "from ops import metrics\n"
         "metrics.observe_send('accepted', 0.01)\n"
     )
     subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=ROOT, timeout=60)

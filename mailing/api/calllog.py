@@ -14,7 +14,7 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponseBase
 
-from mailing.logging import bind
+from ops.logging import bind
 
 logger = logging.getLogger("mailing.api")
 

@@ -28,13 +28,13 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError, connection
 from django.utils import timezone
 
-from mailing import metrics
 from mailing.engine import lifecycle, provider_state
 from mailing.engine.circuit import CircuitBreaker
 from mailing.engine.provider import HttpSendClient, Outcome, SendClient, SendResult
 from mailing.engine.queue import Claimed, RetryPolicy, claim_due, record_results
 from mailing.engine.send_health import SendHealthWindow
 from mailing.models import DispatcherSlot
+from ops import metrics
 
 logger = logging.getLogger("mailing.engine")
 

@@ -15,7 +15,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-logger = logging.getLogger("mailing.health")
+logger = logging.getLogger("ops.health")
 
 TIMEOUT_SECONDS = 1.0
 
@@ -79,7 +79,7 @@ class ProbeMiddleware:
         if request.path == "/healthz":
             return healthz(request)
         if request.path == "/metrics":
-            from mailing.metrics import metrics_view
+            from ops.metrics import metrics_view
 
             return metrics_view(request)
         return self.get_response(request)

@@ -15,7 +15,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import connection
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from mailing import health, metrics
+from ops import health, metrics
 
 
 class Handler(BaseHTTPRequestHandler):

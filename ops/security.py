@@ -13,7 +13,7 @@ from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 
-logger = logging.getLogger("project.security")
+logger = logging.getLogger("ops.security")
 
 
 def _origin(url: str) -> str:

@@ -35,7 +35,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-logger = logging.getLogger("mailing.metrics")
+logger = logging.getLogger("ops.metrics")
 
 # The due-queue count stops at this many rows (a bounded index scan, not a full count).
 QUEUE_DEPTH_CAP = 100_000
