@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from dashboard.middleware import zone_of
-from mailing.services import known_timezones
+from mailing.rules import known_timezones
 
 
 def ui(request) -> dict:

@@ -1,4 +1,4 @@
-"""Forms parse and present; the domain rules live in mailing.services (no rule twice).
+"""Forms parse and present; the domain's rules live in mailing.rules and mailing.services.
 
 ``apply_service_errors`` maps a service's ValidationError (field -> messages, with names
 such as ``filter.operator_codes``) onto the form's fields.
@@ -6,13 +6,19 @@ such as ``filter.operator_codes``) onto the form's fields.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.core.exceptions import ValidationError
+from django.utils import timezone
 
-from mailing import selectors
-from mailing.services import TEXT_MAX_LENGTH, SendWindow
+from mailing import rules, selectors
+from mailing.models import Mailing
+from mailing.rules import TEXT_MAX_LENGTH, TIMEZONE_MAX_LENGTH, EmptySendWindow, SendWindow
 
 DATETIME_FORMAT = "%Y-%m-%dT%H:%M"
+# Free-text inputs take this much, so that the services, not the form, word what is wrong.
+INPUT_MAX_LENGTH = 200
 
 
 class DateTimeLocalInput(forms.DateTimeInput):
@@ -79,9 +85,26 @@ class MailingForm(forms.Form):
         "filter.tags": "tags",
         "send_window": "window_start",
     }
+    # Form field -> the mailing field (as services and mailing.rules name it) it edits.
+    MAILING_FIELD_OF = {
+        "start_at": "start_at",
+        "end_at": "end_at",
+        "text": "text",
+        "operator_codes": "operator_codes",
+        "tags": "tags",
+        "window_start": "send_window",
+        "window_end": "send_window",
+    }
+    text_max_length = TEXT_MAX_LENGTH
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, editable: frozenset[str] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        # What the mailing's state lets change (all of it for a new mailing); the rest is
+        # shown disabled, and a disabled field keeps its initial value whatever is posted.
+        self.editable = frozenset(rules.MAILING_FIELDS) if editable is None else editable
+        for name, field in self.fields.items():
+            if self.MAILING_FIELD_OF[name] not in self.editable:
+                field.disabled = True
         codes = selectors.operator_code_choices()
         tags = selectors.tag_choices()
         # Keep the mailing's own values selectable even if no client has them any more.
@@ -94,26 +117,55 @@ class MailingForm(forms.Form):
         self.fields["operator_codes"].choices = [(c, c) for c in sorted(codes)]
         self.fields["tags"].choices = [(t, t) for t in sorted(tags)]
 
-    def clean(self):
+    @staticmethod
+    def initial_of(mailing: Mailing) -> dict[str, object]:
+        """The form's values for an existing mailing, in the staff member's zone."""
+        return {
+            "start_at": timezone.localtime(mailing.start_at),
+            "end_at": timezone.localtime(mailing.end_at),
+            "text": mailing.text,
+            "operator_codes": list(mailing.operator_codes),
+            "tags": list(mailing.tags),
+            "window_start": mailing.window_start,
+            "window_end": mailing.window_end,
+        }
+
+    @property
+    def editable_labels(self) -> list[str]:
+        """The words for what may still change, when that is not everything."""
+        if self.editable == frozenset(rules.MAILING_FIELDS):
+            return []
+        return [label for name, label in rules.MAILING_FIELDS.items() if name in self.editable]
+
+    def clean(self) -> dict[str, Any]:
         data = super().clean()
         start, end = data.get("window_start"), data.get("window_end")
+        data["send_window"] = None
         if (start is None) != (end is None):
             self.add_error("window_start", "Give both ends of the send window, or neither.")
+        elif start is not None and end is not None:
+            try:
+                data["send_window"] = SendWindow(start, end)
+            except EmptySendWindow as error:
+                apply_service_errors(self, error, self.ALIASES)
         return data
 
-    def service_arguments(self) -> dict:
+    def service_arguments(self) -> dict[str, Any]:
         data = self.cleaned_data
-        window = None
-        if data.get("window_start") is not None and data.get("window_end") is not None:
-            window = SendWindow(data["window_start"], data["window_end"])
         return {
             "start_at": data["start_at"],
             "end_at": data["end_at"],
             "text": data["text"],
             "operator_codes": list(data.get("operator_codes") or []),
             "tags": list(data.get("tags") or []),
-            "send_window": window,
+            "send_window": data["send_window"],
         }
+
+    def changes(self) -> dict[str, Any]:
+        """The service arguments of the fields the staff member changed."""
+        arguments = self.service_arguments()
+        changed = {self.MAILING_FIELD_OF[name] for name in self.changed_data}
+        return {name: value for name, value in arguments.items() if name in changed}
 
 
 class PreviewForm(forms.Form):
@@ -133,22 +185,24 @@ class PreviewForm(forms.Form):
 
 
 class ClientForm(forms.Form):
-    phone = forms.CharField(label="Phone", max_length=32, help_text="11 digits starting with 7.")
+    phone = forms.CharField(
+        label="Phone",
+        max_length=INPUT_MAX_LENGTH,
+        help_text=f"{rules.PHONE_LENGTH} digits starting with 7.",
+    )
     operator_code = forms.CharField(
         label="Operator code",
         required=False,
         max_length=8,
         help_text="Leave empty to take it from the phone.",
     )
-    tag = forms.CharField(label="Tag", required=False, max_length=200, strip=False)
+    tag = forms.CharField(label="Tag", required=False, max_length=INPUT_MAX_LENGTH, strip=False)
     timezone = forms.ChoiceField(label="Time zone")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        from mailing.services import known_timezones
-
         self.fields["timezone"].choices = [("", "Choose a time zone")] + [
-            (z, z) for z in sorted(known_timezones())
+            (z, z) for z in sorted(rules.known_timezones())
         ]
 
 
@@ -162,10 +216,10 @@ class ImportForm(forms.Form):
 
 class TokenForm(forms.Form):
     name = forms.CharField(
-        label="Token name", max_length=200, help_text="What uses it, e.g. “CRM sync”."
+        label="Token name", max_length=INPUT_MAX_LENGTH, help_text="What uses it, e.g. “CRM sync”."
     )
 
 
 class TimezoneForm(forms.Form):
-    timezone = forms.CharField(max_length=64)
+    timezone = forms.CharField(max_length=TIMEZONE_MAX_LENGTH)
     next = forms.CharField(required=False, max_length=2000)

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.utils import timezone
 
-from mailing.services import known_timezones
+from mailing.rules import known_timezones
 
 SESSION_KEY = "ui_timezone"
 

@@ -32,13 +32,11 @@ class MailingTable(tables.Table):
         return value if len(value) <= 60 else value[:57] + "…"
 
     def render_progress(self, record):
-        done = record.total - record.pending
-        percent = round(100 * done / record.total) if record.total else 0
         return format_html(
-            '<progress max="100" value="{}" aria-label="{}% done"></progress> {}%',
-            percent,
-            percent,
-            percent,
+            '<progress max="1" value="{}" aria-label="{}% done"></progress> {}%',
+            record.progress,
+            record.progress_percent,
+            record.progress_percent,
         )
 
 

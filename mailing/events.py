@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from mailing import sql
 from mailing.models import Event, Message, MessageStatus
+from mailing.rules import ERROR_MAX_LENGTH
 
 # Kinds, by subject.
 CLIENT_CREATED = "client.created"
@@ -86,7 +87,7 @@ def record_attempts(rows: Iterable[tuple[int, int, int | None, object]], at: dat
         if result.status_code is not None:
             data["status_code"] = result.status_code
         if result.detail:
-            data["detail"] = result.detail[:500]
+            data["detail"] = result.detail[:ERROR_MAX_LENGTH]
         if result.retry_after is not None:
             data["retry_after"] = result.retry_after
         events.append(

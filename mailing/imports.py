@@ -22,14 +22,14 @@ from django.utils import timezone
 
 from mailing import events
 from mailing.models import Client, Event
-from mailing.services import client_errors, operator_code_of
+from mailing.rules import IMPORT_MAX_ROWS, operator_code_of
+from mailing.services import client_errors
 
 logger = logging.getLogger("mailing.imports")
 
 REQUIRED_COLUMNS = ("phone", "timezone")
 OPTIONAL_COLUMNS = ("operator_code", "tag")
 CHUNK = 5000
-MAX_ROWS = 500_000
 
 
 @dataclass
@@ -85,8 +85,8 @@ def import_clients_csv(chunks: Iterable[bytes]) -> ImportResult:
             if not any(cell.strip() for cell in row):
                 continue
             result.rows += 1
-            if result.rows > MAX_ROWS:
-                result.file_error = f"The file has more than {MAX_ROWS:,} rows; split it."
+            if result.rows > IMPORT_MAX_ROWS:
+                result.file_error = f"The file has more than {IMPORT_MAX_ROWS:,} rows; split it."
                 return result
             if len(row) != len(columns):
                 result.errors.append(

@@ -7,37 +7,41 @@ from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Length
 
+from mailing import rules
+from mailing.rules import (
+    COUNTER_FIELDS,
+    OPERATOR_CODE_REGEX,
+    PHONE_REGEX,
+    Action,
+    MailingStatus,
+    MessageStatus,
+    SendWindow,
+)
+
 models.TextField.register_lookup(Length)
 
-PHONE_REGEX = r"^7[0-9]{10}$"
-OPERATOR_CODE_REGEX = r"^[0-9]{3}$"
-
-
-class MailingStatus(models.TextChoices):
-    SCHEDULED = "scheduled"
-    RUNNING = "running"
-    PAUSED = "paused"
-    FINISHED = "finished"
-    CANCELLED = "cancelled"
-
-
-class MessageStatus(models.TextChoices):
-    PENDING = "pending"
-    SENT = "sent"
-    FAILED = "failed"
-    EXPIRED = "expired"
-    CANCELLED = "cancelled"
-
-
-# The per-status counter columns of Mailing, named after the statuses they count.
-COUNTER_FIELDS = tuple(status.value for status in MessageStatus)
+__all__ = [
+    "COUNTER_FIELDS",
+    "OPERATOR_CODE_REGEX",
+    "PHONE_REGEX",
+    "ApiToken",
+    "Client",
+    "DispatcherSlot",
+    "Event",
+    "Mailing",
+    "MailingStatus",
+    "Message",
+    "MessageStatus",
+    "ProviderState",
+    "ReportRun",
+]
 
 
 class Client(models.Model):
-    phone = models.CharField(max_length=11, unique=True)
-    operator_code = models.CharField(max_length=3)
-    tag = models.CharField(max_length=64, blank=True, default="")
-    timezone = models.CharField(max_length=64)
+    phone = models.CharField(max_length=rules.PHONE_LENGTH, unique=True)
+    operator_code = models.CharField(max_length=rules.OPERATOR_CODE_LENGTH)
+    tag = models.CharField(max_length=rules.TAG_MAX_LENGTH, blank=True, default="")
+    timezone = models.CharField(max_length=rules.TIMEZONE_MAX_LENGTH)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -71,7 +75,9 @@ class Mailing(models.Model):
     window_start = models.TimeField(null=True, blank=True)
     window_end = models.TimeField(null=True, blank=True)
     status = models.CharField(
-        max_length=16, choices=MailingStatus.choices, default=MailingStatus.SCHEDULED
+        max_length=rules.STATUS_MAX_LENGTH,
+        choices=MailingStatus.choices,
+        default=MailingStatus.SCHEDULED,
     )
     # Fan-out is claimed (started) and completed in separate steps so that a worker that
     # dies half-way is noticed and the idempotent fan-out is simply run again.
@@ -100,7 +106,8 @@ class Mailing(models.Model):
                 condition=Q(status__in=MailingStatus.values), name="mailing_status_valid"
             ),
             models.CheckConstraint(
-                condition=Q(text__length__gte=1, text__length__lte=1000), name="mailing_text_length"
+                condition=Q(text__length__gte=1, text__length__lte=rules.TEXT_MAX_LENGTH),
+                name="mailing_text_length",
             ),
             models.CheckConstraint(
                 condition=(
@@ -131,8 +138,55 @@ class Mailing(models.Model):
     def has_window(self) -> bool:
         return self.window_start is not None and self.window_end is not None
 
+    @property
+    def send_window(self) -> SendWindow | None:
+        if self.window_start is None or self.window_end is None:
+            return None
+        return SendWindow(self.window_start, self.window_end)
+
     def counters(self) -> dict[str, int]:
         return {"total": self.total} | {name: getattr(self, name) for name in COUNTER_FIELDS}
+
+    # --- What its state means and allows (mailing.rules) ---
+
+    @property
+    def is_active(self) -> bool:
+        """Still to happen or happening (the engine has work; the UI keeps refreshing)."""
+        return self.status in rules.ACTIVE_STATUSES
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in rules.FINAL_STATUSES
+
+    @property
+    def is_preparing_audience(self) -> bool:
+        """Started, and its messages do not exist yet."""
+        return self.status in rules.IN_PROGRESS_STATUSES and self.fanned_out_at is None
+
+    def allows(self, action: Action) -> bool:
+        return rules.allows(self.status, action)
+
+    @property
+    def can(self) -> dict[str, bool]:
+        """Each action by name and whether this state allows it (``mailing.can.pause``)."""
+        return {action.value: self.allows(action) for action in Action}
+
+    @property
+    def editable_fields(self) -> frozenset[str]:
+        return rules.EDITABLE_FIELDS[self.status]
+
+    @property
+    def settled(self) -> int:
+        """Messages no longer pending."""
+        return self.total - self.pending
+
+    @property
+    def progress(self) -> float:
+        return rules.progress(self.total, self.pending, self.fanned_out_at is not None)
+
+    @property
+    def progress_percent(self) -> float:
+        return rules.percent(self.progress)
 
 
 class Message(models.Model):
@@ -157,21 +211,25 @@ class Message(models.Model):
     )
     # Copies, so statistics and sending survive the client's deletion (the format is
     # enforced where the phone is first written, on Client).
-    phone = models.CharField(max_length=11)
-    timezone = models.CharField(max_length=64)
+    phone = models.CharField(max_length=rules.PHONE_LENGTH)
+    timezone = models.CharField(max_length=rules.TIMEZONE_MAX_LENGTH)
     status = models.CharField(
-        max_length=16, choices=MessageStatus.choices, default=MessageStatus.PENDING
+        max_length=rules.STATUS_MAX_LENGTH,
+        choices=MessageStatus.choices,
+        default=MessageStatus.PENDING,
     )
     created_at = models.DateTimeField()
     sent_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
-    last_error = models.CharField(max_length=500, blank=True, default="")
+    last_error = models.CharField(max_length=rules.ERROR_MAX_LENGTH, blank=True, default="")
     # When the message may next be tried: retry backoff, the client's window, and the
     # lease of a worker that claimed it (a claim pushes it forward by the lease length,
     # so an abandoned claim becomes due again by itself).
     next_attempt_at = models.DateTimeField()
     # NULL, not "", means unclaimed: the claim and lease checks test it with IS NULL.
-    claimed_by = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
+    claimed_by = models.CharField(  # noqa: DJ001
+        max_length=rules.WORKER_ID_MAX_LENGTH, null=True, blank=True
+    )
 
     class Meta:
         ordering = ["id"]
@@ -194,6 +252,10 @@ class Message(models.Model):
     def __str__(self) -> str:
         return f"Message {self.pk}"
 
+    @property
+    def is_pending(self) -> bool:
+        return self.status == MessageStatus.PENDING
+
 
 class ApiToken(models.Model):
     """A bearer token of the JSON API. Only a SHA-256 of the key is stored."""
@@ -201,9 +263,9 @@ class ApiToken(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
     )
-    name = models.CharField(max_length=100)
-    prefix = models.CharField(max_length=16)
-    key_hash = models.CharField(max_length=64, unique=True)
+    name = models.CharField(max_length=rules.TOKEN_NAME_MAX_LENGTH)
+    prefix = models.CharField(max_length=rules.TOKEN_PREFIX_MAX_LENGTH)
+    key_hash = models.CharField(max_length=rules.KEY_HASH_LENGTH, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
@@ -219,11 +281,11 @@ class DispatcherSlot(models.Model):
     """One long-running dispatcher task per slot, kept alive across workers by a lease."""
 
     slot = models.PositiveSmallIntegerField(unique=True)
-    owner = models.CharField(max_length=64, blank=True, default="")
+    owner = models.CharField(max_length=rules.WORKER_ID_MAX_LENGTH, blank=True, default="")
     lease_until = models.DateTimeField(null=True, blank=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
-    circuit_state = models.CharField(max_length=16, default="closed")
+    circuit_state = models.CharField(max_length=rules.STATUS_MAX_LENGTH, default="closed")
     # The send API over the owner's last minute (mailing.engine.send_health), for the UI.
     send_requests = models.PositiveIntegerField(default=0)
     send_p50_ms = models.FloatField(null=True, blank=True)
@@ -242,7 +304,7 @@ class ProviderState(models.Model):
     """Shared facts about the send API that every worker must honour (one row, id=1)."""
 
     auth_failed_at = models.DateTimeField(null=True, blank=True)
-    auth_error = models.CharField(max_length=500, blank=True, default="")
+    auth_error = models.CharField(max_length=rules.ERROR_MAX_LENGTH, blank=True, default="")
     # Shared token bucket of the send-rate limit.
     rate_tokens = models.FloatField(default=0.0)
     rate_refreshed_at = models.DateTimeField(null=True, blank=True)
@@ -276,7 +338,7 @@ class Event(models.Model):
     events have no message_id; a message's events carry its mailing and client ids too.
     """
 
-    kind = models.CharField(max_length=40)
+    kind = models.CharField(max_length=rules.EVENT_KIND_MAX_LENGTH)
     mailing_id = models.BigIntegerField(null=True, blank=True)
     message_id = models.BigIntegerField(null=True, blank=True)
     client_id = models.BigIntegerField(null=True, blank=True)

@@ -21,13 +21,13 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from mailing import selectors
-from mailing.models import COUNTER_FIELDS, Mailing, MailingStatus, ReportRun
+from mailing.models import COUNTER_FIELDS, Mailing, ReportRun
+from mailing.rules import FAILURE_REASONS_IN_REPORT, IN_PROGRESS_STATUSES, UNSTARTED_STATUSES
 
 logger = logging.getLogger("mailing.reports")
 
 SCHEDULE_NAME = "daily-report"
 PERIOD = timedelta(hours=24)
-FAILURE_REASONS_PER_MAILING = 3
 
 
 def processed_mailings(since: datetime, until: datetime):
@@ -35,12 +35,12 @@ def processed_mailings(since: datetime, until: datetime):
     paused, finished or cancelled during the period."""
     return (
         Mailing.objects.filter(start_at__lt=until)
-        .exclude(status=MailingStatus.SCHEDULED)
+        .exclude(status__in=UNSTARTED_STATUSES)
         .filter(
             Q(end_at__gt=since)
             | Q(finished_at__gte=since)
             | Q(updated_at__gte=since)
-            | Q(status__in=(MailingStatus.RUNNING, MailingStatus.PAUSED))
+            | Q(status__in=IN_PROGRESS_STATUSES)
         )
         .order_by("id")
     )
@@ -66,7 +66,7 @@ def build_report(now: datetime | None = None) -> dict[str, object]:
                 "end_at": mailing.end_at,
                 "counts": counts,
                 "failure_reasons": (
-                    selectors.failure_reasons(mailing, limit=FAILURE_REASONS_PER_MAILING)
+                    selectors.failure_reasons(mailing, limit=FAILURE_REASONS_IN_REPORT)
                     if counts["failed"]
                     else []
                 ),

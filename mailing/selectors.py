@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from django.core.exceptions import ValidationError
 from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
@@ -22,8 +21,13 @@ from mailing.models import (
     MessageStatus,
     ProviderState,
 )
-
-FAILURE_SAMPLE = 10_000
+from mailing.rules import (
+    FAILURE_REASONS_SHOWN,
+    FAILURE_SAMPLE,
+    RECENT_MAILINGS,
+    TIMELINE_LENGTH,
+    SendWindow,
+)
 
 
 def audience_filter(operator_codes: list[str], tags: list[str]) -> Q:
@@ -63,15 +67,11 @@ def list_messages(mailing: Mailing, *, status: str | None = None) -> QuerySet[Me
     return messages
 
 
-def counters_of(mailing: Mailing) -> dict[str, int]:
-    return mailing.counters()
-
-
 def preview_audience(
     *,
     operator_codes: list[str],
     tags: list[str],
-    window: tuple | None = None,
+    window: SendWindow | None = None,
     start_at: datetime | None = None,
     end_at: datetime | None = None,
 ) -> dict[str, int]:
@@ -86,19 +86,18 @@ def preview_audience(
     )
     matching = sum(per_zone.values())
     reachable = matching
-    if window is not None and window[0] == window[1]:
-        raise ValidationError({"send_window": ["The window's start and end must differ."]})
     if window is not None and start_at is not None and end_at is not None:
-        start, end = window
         reachable = sum(
             count
             for zone, count in per_zone.items()
-            if next_window_opening(start_at, ZoneInfo(zone), start, end) < end_at
+            if next_window_opening(start_at, ZoneInfo(zone), window.start, window.end) < end_at
         )
     return {"matching": matching, "reachable": reachable, "timezones": len(per_zone)}
 
 
-def failure_reasons(mailing: Mailing, limit: int = 5) -> list[dict[str, object]]:
+def failure_reasons(
+    mailing: Mailing, limit: int = FAILURE_REASONS_SHOWN
+) -> list[dict[str, object]]:
     """The most common reasons among the latest failures (a bounded sample, so this stays
     cheap on a mailing with millions of messages)."""
     latest_failed = (
@@ -117,15 +116,11 @@ def failure_reasons(mailing: Mailing, limit: int = 5) -> list[dict[str, object]]
 
 def mailing_stats(mailing: Mailing) -> dict[str, object]:
     counters = mailing.counters()
-    done = counters["total"] - counters["pending"]
     return {
         "mailing_id": mailing.pk,
         "status": mailing.status,
         "stats": counters,
-        # Nothing is done before the audience exists; an empty audience is all done.
-        "progress": (done / counters["total"])
-        if counters["total"]
-        else (1.0 if mailing.fanned_out_at is not None else 0.0),
+        "progress": mailing.progress,
         "fanned_out": mailing.fanned_out_at is not None,
         "failure_reasons": failure_reasons(mailing) if counters["failed"] else [],
     }
@@ -192,7 +187,7 @@ def tag_choices() -> list[str]:
     )
 
 
-def recent_overview(limit: int = 10) -> dict[str, object]:
+def recent_overview(limit: int = RECENT_MAILINGS) -> dict[str, object]:
     """Totals over every mailing (counters, so no message scan) and the latest mailings."""
     totals = Mailing.objects.aggregate(
         total=Sum("total"), **{name: Sum(name) for name in COUNTER_FIELDS}
@@ -279,6 +274,6 @@ def events_for(
     return events.filter(condition)
 
 
-def latest_events(events: QuerySet[Event], limit: int = 200) -> list[Event]:
+def latest_events(events: QuerySet[Event], limit: int = TIMELINE_LENGTH) -> list[Event]:
     """The last ``limit`` events of a timeline, oldest first (a page shows the recent past)."""
     return list(reversed(events.order_by("-id")[:limit]))

@@ -10,47 +10,31 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
 from datetime import datetime, time
-from functools import lru_cache
-from zoneinfo import available_timezones
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from mailing import events
-from mailing.models import (
+from mailing import events, rules
+from mailing.models import Client, Mailing, MailingStatus, Message, MessageStatus
+from mailing.rules import (
+    OPERATOR_CODE_LENGTH,
     OPERATOR_CODE_REGEX,
+    PHONE_LENGTH,
     PHONE_REGEX,
-    Client,
-    Mailing,
-    MailingStatus,
-    Message,
-    MessageStatus,
+    TAG_MAX_LENGTH,
+    TEXT_MAX_LENGTH,
+    Action,
+    Reason,
+    SendWindow,
+    StateConflict,
+    known_timezones,
+    operator_code_of,
 )
-from mailing.transitions import cancel_messages_of_client, settle_pending, unleased
+from mailing.transitions import cancel_messages_of_client, settle_pending, start_if_due, unleased
 
 logger = logging.getLogger("mailing.services")
-
-TAG_MAX_LENGTH = 64
-TEXT_MAX_LENGTH = 1000
-ACTIVE_STATUSES = (MailingStatus.SCHEDULED, MailingStatus.RUNNING, MailingStatus.PAUSED)
-
-
-class StateConflict(Exception):
-    """The operation is not allowed in the object's current state (HTTP 409)."""
-
-
-@dataclass(frozen=True, slots=True)
-class SendWindow:
-    start: time
-    end: time
-
-
-@lru_cache(maxsize=1)
-def known_timezones() -> frozenset[str]:
-    return frozenset(available_timezones())
 
 
 # --- Validation -------------------------------------------------------------------
@@ -72,12 +56,14 @@ class _Errors:
 
 def _check_phone(phone: object, errors: _Errors) -> None:
     if not isinstance(phone, str) or not re.fullmatch(PHONE_REGEX, phone):
-        errors.add("phone", "Phone must be 11 digits starting with 7, like 79161234567.")
+        errors.add(
+            "phone", f"Phone must be {PHONE_LENGTH} digits starting with 7, like 79161234567."
+        )
 
 
 def _check_operator_code(code: object, errors: _Errors, field: str = "operator_code") -> None:
     if not isinstance(code, str) or not re.fullmatch(OPERATOR_CODE_REGEX, code):
-        errors.add(field, "Operator code must be exactly 3 digits.")
+        errors.add(field, f"Operator code must be exactly {OPERATOR_CODE_LENGTH} digits.")
 
 
 def _check_tag(tag: object, errors: _Errors, field: str = "tag") -> None:
@@ -90,11 +76,6 @@ def _check_tag(tag: object, errors: _Errors, field: str = "tag") -> None:
 def _check_timezone(name: object, errors: _Errors) -> None:
     if not isinstance(name, str) or name not in known_timezones():
         errors.add("timezone", "Unknown time zone; use an IANA name such as Europe/Moscow.")
-
-
-def operator_code_of(phone: str) -> str:
-    """The operator code implied by a phone number: digits 2 to 4 (79161234567 -> 916)."""
-    return phone[1:4]
 
 
 # --- Clients ------------------------------------------------------------------------
@@ -234,7 +215,10 @@ def _validate_mailing(fields: dict[str, object], errors: _Errors, now: datetime)
         errors.add("text", "Text must not contain NUL characters.")
     codes, tags = fields["operator_codes"], fields["tags"]
     if codes is None:
-        errors.add("filter.operator_codes", "Must be a list of 3-digit operator codes.")
+        errors.add(
+            "filter.operator_codes",
+            f"Must be a list of {OPERATOR_CODE_LENGTH}-digit operator codes.",
+        )
     else:
         for code in codes:
             _check_operator_code(code, errors, "filter.operator_codes")
@@ -244,11 +228,9 @@ def _validate_mailing(fields: dict[str, object], errors: _Errors, now: datetime)
         for tag in tags:
             _check_tag(tag, errors, "filter.tags")
     window = fields["send_window"]
-    if window is not None:
-        if not isinstance(window, SendWindow):
-            errors.add("send_window", "Must have a start and an end time.")
-        elif window.start == window.end:
-            errors.add("send_window", "The window's start and end must differ.")
+    # (A SendWindow cannot be empty: its constructor refuses it.)
+    if window is not None and not isinstance(window, SendWindow):
+        errors.add("send_window", "Must have a start and an end time.")
 
 
 def _window_fields(window: SendWindow | None) -> dict[str, time | None]:
@@ -258,12 +240,6 @@ def _window_fields(window: SendWindow | None) -> dict[str, time | None]:
         "window_start": window.start.replace(second=0, microsecond=0),
         "window_end": window.end.replace(second=0, microsecond=0),
     }
-
-
-def window_of(mailing: Mailing) -> SendWindow | None:
-    if mailing.window_start is None or mailing.window_end is None:
-        return None
-    return SendWindow(mailing.window_start, mailing.window_end)
 
 
 def create_mailing(
@@ -276,7 +252,7 @@ def create_mailing(
     send_window: SendWindow | None = None,
     now: datetime | None = None,
 ) -> Mailing:
-    """Create a mailing; one inside its period is running at once (the engine fans it out)."""
+    """Create a mailing; one inside its period starts at once (the engine fans it out)."""
     now = now or timezone_now()
     fields: dict[str, object] = {
         "start_at": start_at,
@@ -291,7 +267,6 @@ def create_mailing(
     if _is_aware(end_at) and end_at <= now:
         errors.add("end_at", "The end must be in the future.")
     errors.raise_if_any()
-    status = MailingStatus.RUNNING if start_at <= now else MailingStatus.SCHEDULED
     with transaction.atomic():
         mailing = Mailing.objects.create(
             start_at=start_at,
@@ -299,26 +274,23 @@ def create_mailing(
             text=text,
             operator_codes=fields["operator_codes"],
             tags=fields["tags"],
-            status=status,
+            status=MailingStatus.SCHEDULED,
             **_window_fields(send_window),
         )
-        events.record(events.MAILING_CREATED, mailing_id=mailing.pk, at=now, status=status)
+        events.record(events.MAILING_CREATED, mailing_id=mailing.pk, at=now, status=mailing.status)
+        start_if_due(mailing.pk, now)
+    mailing.refresh_from_db()
     logger.info(
         "mailing created (%s)",
-        status,
-        extra={"mailing_id": mailing.pk, "status": status},
+        mailing.status,
+        extra={"mailing_id": mailing.pk, "status": mailing.status},
     )
     return mailing
 
 
-MAILING_FIELDS = ("start_at", "end_at", "text", "operator_codes", "tags", "send_window")
-# What may still change once a mailing has started: its end (extend or shorten it).
-FIELDS_EDITABLE_AFTER_START = frozenset({"end_at"})
-
-
 def update_mailing(mailing: Mailing, *, now: datetime | None = None, **changes: object) -> Mailing:
     now = now or timezone_now()
-    unknown = set(changes) - set(MAILING_FIELDS)
+    unknown = set(changes) - set(rules.MAILING_FIELDS)
     if unknown:
         raise ValidationError({name: ["Unknown field."] for name in sorted(unknown)})
     current: dict[str, object] = {
@@ -327,20 +299,19 @@ def update_mailing(mailing: Mailing, *, now: datetime | None = None, **changes: 
         "text": mailing.text,
         "operator_codes": list(mailing.operator_codes),
         "tags": list(mailing.tags),
-        "send_window": window_of(mailing),
+        "send_window": mailing.send_window,
     }
     fields = current | changes
     for name in ("operator_codes", "tags"):
         fields[name] = _normalise_list(fields[name])
     really_changed = {name for name in changes if fields[name] != current[name]}
-    if mailing.status in (MailingStatus.FINISHED, MailingStatus.CANCELLED) and really_changed:
-        raise StateConflict(f"A {mailing.status} mailing cannot be edited.")
-    if mailing.status != MailingStatus.SCHEDULED:
-        frozen = sorted(really_changed - FIELDS_EDITABLE_AFTER_START)
-        if frozen:
-            raise StateConflict(
-                f"The mailing has started; {', '.join(frozen)} can no longer be changed."
-            )
+    if really_changed:
+        rules.check_allowed(mailing.status, Action.EDIT)
+    frozen = rules.frozen_fields(mailing.status, really_changed)
+    if frozen:
+        raise StateConflict(
+            f"The mailing has started; {', '.join(frozen)} can no longer be changed."
+        )
     errors = _Errors()
     _validate_mailing(fields, errors, now)
     new_end = fields["end_at"]
@@ -354,21 +325,22 @@ def update_mailing(mailing: Mailing, *, now: datetime | None = None, **changes: 
     }
     if "send_window" in really_changed:
         values |= _window_fields(fields["send_window"])  # type: ignore[arg-type]
-    if mailing.status == MailingStatus.SCHEDULED and fields["start_at"] <= now:  # type: ignore[operator]
-        values["status"] = MailingStatus.RUNNING
     values["updated_at"] = now
-    # Optimistic lock: the update only applies if nobody changed the status meanwhile.
-    updated = Mailing.objects.filter(pk=mailing.pk, status=mailing.status).update(**values)
-    if not updated:
-        raise StateConflict("The mailing changed meanwhile; reload and try again.")
+    with transaction.atomic():
+        # Optimistic lock: the update only applies if nobody changed the status meanwhile.
+        updated = Mailing.objects.filter(pk=mailing.pk, status=mailing.status).update(**values)
+        if not updated:
+            raise StateConflict("The mailing changed meanwhile; reload and try again.")
+        events.record(
+            events.MAILING_UPDATED,
+            mailing_id=mailing.pk,
+            at=now,
+            changed=sorted(really_changed),
+            status=mailing.status,
+        )
+        # A start moved to now or earlier starts it, by the one path that does.
+        start_if_due(mailing.pk, now)
     mailing.refresh_from_db()
-    events.record(
-        events.MAILING_UPDATED,
-        mailing_id=mailing.pk,
-        at=now,
-        changed=sorted(really_changed),
-        status=mailing.status,
-    )
     logger.info(
         "mailing updated",
         extra={"mailing_id": mailing.pk, "changed": ",".join(sorted(really_changed))},
@@ -376,17 +348,18 @@ def update_mailing(mailing: Mailing, *, now: datetime | None = None, **changes: 
     return mailing
 
 
-def _transition(mailing: Mailing, allowed_from: tuple[str, ...], to_status: str, verb: str) -> None:
-    updated = Mailing.objects.filter(pk=mailing.pk, status__in=allowed_from).update(
-        status=to_status, updated_at=timezone_now()
-    )
+def _transition(mailing: Mailing, action: Action) -> None:
+    """Apply a state-changing action by a conditional UPDATE from the states allowing it."""
+    updated = Mailing.objects.filter(
+        pk=mailing.pk, status__in=rules.statuses_allowing(action)
+    ).update(status=rules.ACTION_RESULT[action], updated_at=timezone_now())
     if not updated:
         mailing.refresh_from_db(fields=["status"])
-        raise StateConflict(f"A {mailing.status} mailing cannot be {verb}.")
+        raise StateConflict(rules.refusal(mailing.status, action))
 
 
 def pause_mailing(mailing: Mailing) -> Mailing:
-    _transition(mailing, (MailingStatus.RUNNING,), MailingStatus.PAUSED, "paused")
+    _transition(mailing, Action.PAUSE)
     events.record(events.MAILING_PAUSED, mailing_id=mailing.pk)
     logger.info("mailing paused", extra={"mailing_id": mailing.pk})
     mailing.refresh_from_db()
@@ -394,7 +367,7 @@ def pause_mailing(mailing: Mailing) -> Mailing:
 
 
 def resume_mailing(mailing: Mailing) -> Mailing:
-    _transition(mailing, (MailingStatus.PAUSED,), MailingStatus.RUNNING, "resumed")
+    _transition(mailing, Action.RESUME)
     events.record(events.MAILING_RESUMED, mailing_id=mailing.pk)
     logger.info("mailing resumed", extra={"mailing_id": mailing.pk})
     mailing.refresh_from_db()
@@ -404,9 +377,9 @@ def resume_mailing(mailing: Mailing) -> Mailing:
 def cancel_mailing(mailing: Mailing) -> Mailing:
     now = timezone_now()
     with transaction.atomic():
-        _transition(mailing, ACTIVE_STATUSES, MailingStatus.CANCELLED, "cancelled")
+        _transition(mailing, Action.CANCEL)
         cancelled = settle_pending(
-            mailing.pk, MessageStatus.CANCELLED, now, reason="mailing cancelled"
+            mailing.pk, MessageStatus.CANCELLED, now, reason=Reason.MAILING_CANCELLED
         )
         events.record(
             events.MAILING_CANCELLED, mailing_id=mailing.pk, at=now, cancelled_messages=cancelled
@@ -424,7 +397,7 @@ def delete_mailing(mailing: Mailing) -> None:
     """Stop the mailing (no further sends), then delete it with its messages."""
     mailing_id = mailing.pk
     with transaction.atomic():
-        if mailing.status in ACTIVE_STATUSES:
+        if mailing.is_active:
             Mailing.objects.filter(pk=mailing_id).update(status=MailingStatus.CANCELLED)
         mailing.delete()
         events.record(events.MAILING_DELETED, mailing_id=mailing_id, status=mailing.status)

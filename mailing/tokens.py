@@ -17,12 +17,12 @@ from django.db.models import Q
 from django.utils import timezone
 
 from mailing.models import ApiToken
+from mailing.rules import TOKEN_NAME_MAX_LENGTH
 
 logger = logging.getLogger("mailing.tokens")
 
 KEY_PREFIX = "mls_"
 PREFIX_LENGTH = 12
-NAME_MAX_LENGTH = 100
 # Keys we issue are 47 characters; anything much longer is not worth hashing.
 KEY_MAX_LENGTH = 128
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -35,9 +35,9 @@ def hash_key(key: str) -> str:
 def issue_token(user: AbstractBaseUser, name: str) -> tuple[ApiToken, str]:
     """Create a token for ``user``; returns the row and the raw key (shown once, never stored)."""
     name = name.strip() if isinstance(name, str) else ""
-    if not name or len(name) > NAME_MAX_LENGTH or not name.isprintable():
+    if not name or len(name) > TOKEN_NAME_MAX_LENGTH or not name.isprintable():
         raise ValidationError(
-            {"name": [f"A token name is 1 to {NAME_MAX_LENGTH} printable characters."]}
+            {"name": [f"A token name is 1 to {TOKEN_NAME_MAX_LENGTH} printable characters."]}
         )
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(

@@ -15,7 +15,8 @@ from django.db import transaction
 from django.db.models import Count, F, Q, QuerySet
 
 from mailing import events
-from mailing.models import COUNTER_FIELDS, Mailing, Message, MessageStatus
+from mailing.models import COUNTER_FIELDS, Mailing, MailingStatus, Message, MessageStatus
+from mailing.rules import Reason
 
 logger = logging.getLogger("mailing.engine")
 
@@ -42,6 +43,22 @@ def shift_counters(mailing_id: int, from_status: str, to_status: str, count: int
     Mailing.objects.filter(pk=mailing_id).update(
         **{from_status: F(from_status) - count, to_status: F(to_status) + count}
     )
+
+
+def start_if_due(mailing_id: int, now: datetime) -> bool:
+    """The one way a mailing becomes running: scheduled, and its start has come.
+
+    Creating a mailing inside its period, moving its start to now, and the engine's tick
+    all come here. A conditional UPDATE, so of any number of callers exactly one starts
+    it, and that one records ``mailing.started``.
+    """
+    started = Mailing.objects.filter(
+        pk=mailing_id, status=MailingStatus.SCHEDULED, start_at__lte=now
+    ).update(status=MailingStatus.RUNNING, updated_at=now)
+    if started:
+        logger.info("mailing started", extra={"mailing_id": mailing_id})
+        events.record(events.MAILING_STARTED, mailing_id=mailing_id, at=now)
+    return bool(started)
 
 
 def unleased(now: datetime) -> Q:
@@ -91,7 +108,7 @@ def cancel_messages_of_client(client_id: int, now: datetime) -> int:
             MessageStatus.CANCELLED,
             now,
             only=Q(client_id=client_id),
-            reason="client deleted",
+            reason=Reason.CLIENT_DELETED,
         )
     return cancelled
 

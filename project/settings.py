@@ -208,8 +208,6 @@ STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(env_number("DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440, int))
-NINJA_PAGINATION_PER_PAGE = 50
-NINJA_PAGINATION_MAX_LIMIT = 1000
 
 # --- Operations: e-mail, report, metrics, security ---------------------------------
 # E-mail (the daily report). Django's SMTP backend unless EMAIL_BACKEND says otherwise.

@@ -375,11 +375,10 @@ def test_reconciliation_corrects_drifted_counters():
 def test_services_refuse_nul_bytes_and_empty_preview_windows():
     from django.core.exceptions import ValidationError
 
-    from mailing.selectors import preview_audience
-
     with pytest.raises(ValidationError) as error:
         services.create_mailing(start_at=timezone.now(), end_at=now_plus(60), text="a\x00b")
     assert "text" in error.value.message_dict
+    # The preview (like the services) takes a SendWindow, and an empty one cannot be built.
     with pytest.raises(ValidationError) as error:
-        preview_audience(operator_codes=[], tags=[], window=(clock_time(9), clock_time(9)))
+        services.SendWindow(clock_time(9), clock_time(9))
     assert "send_window" in error.value.message_dict

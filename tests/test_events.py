@@ -102,7 +102,7 @@ def test_a_fan_out_writes_one_event_not_one_per_message():
         lifecycle.tick(timezone.now())
     assert Message.objects.filter(mailing=mailing).count() == 2000
     assert len(event_inserts(queries.captured_queries)) == 1
-    assert Event.objects.count() == 2  # created, fanned out
+    assert Event.objects.count() == 3  # created, started, fanned out
     # ... and every message's timeline starts with it.
     message = Message.objects.filter(mailing=mailing).last()
     assert kinds(selectors.events_for(message_id=message.pk)) == [events.MAILING_FANNED_OUT]
@@ -212,7 +212,11 @@ def test_event_endpoints(client, api_headers):
 
     answer = client.get(f"/api/v1/mailings/{mailing.pk}/events", **api_headers)
     assert answer.status_code == 200
-    assert [e["kind"] for e in answer.json()["items"]] == ["mailing.created", "mailing.fanned_out"]
+    assert [e["kind"] for e in answer.json()["items"]] == [
+        "mailing.created",
+        "mailing.started",
+        "mailing.fanned_out",
+    ]
     answer = client.get(f"/api/v1/messages/{message.pk}/events", **api_headers)
     assert [e["kind"] for e in answer.json()["items"]] == ["mailing.fanned_out"]
     answer = client.get(f"/api/v1/clients/{person.pk}/events?limit=2&offset=1", **api_headers)

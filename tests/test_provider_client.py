@@ -15,7 +15,6 @@ import pytest
 
 from devtools.provider import FaultConfig, StandInServer
 from mailing.engine.provider import (
-    MAX_DETAIL_CHARS,
     MAX_RETRY_AFTER,
     HttpSendClient,
     Outcome,
@@ -23,6 +22,7 @@ from mailing.engine.provider import (
     SendResult,
     parse_retry_after,
 )
+from mailing.rules import ERROR_MAX_LENGTH
 from tests.conftest import RefusedPort
 
 TOKEN = "secret-token"
@@ -83,7 +83,7 @@ def test_nonzero_code_is_rejected_with_the_provider_message(server: StandInServe
 def test_detail_is_clipped_for_last_error(server: StandInServer, scenario: str) -> None:
     result = send_one(server.scenario_url(scenario))
     assert result.outcome is Outcome.REJECTED
-    assert 100 < len(result.detail) <= MAX_DETAIL_CHARS
+    assert 100 < len(result.detail) <= ERROR_MAX_LENGTH
 
 
 @pytest.mark.parametrize(("scenario", "status"), [("s500", 500), ("s502", 502), ("s503", 503)])
@@ -148,7 +148,7 @@ def test_malformed_200_is_retry(server: StandInServer, scenario: str, reason: st
     assert (result.outcome, result.status_code) == (Outcome.RETRY, 200)
     assert result.detail.startswith("malformed body: ")
     assert reason in result.detail
-    assert len(result.detail) <= MAX_DETAIL_CHARS
+    assert len(result.detail) <= ERROR_MAX_LENGTH
 
 
 def test_unexpected_status_is_retry(server: StandInServer) -> None:

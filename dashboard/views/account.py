@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET, require_POST
 from dashboard import forms as ui_forms
 from dashboard.middleware import SESSION_KEY
 from dashboard.views.common import staff_required
-from mailing.services import known_timezones
+from mailing.rules import known_timezones
 
 
 @require_GET

@@ -14,9 +14,10 @@ from django_tables2 import RequestConfig
 from dashboard import forms as ui_forms
 from dashboard.filters import ClientFilter
 from dashboard.tables import ClientTable
-from dashboard.views.common import PER_PAGE, redirect_page, staff_required
+from dashboard.views.common import redirect_page, staff_required
 from mailing import imports, selectors, services
 from mailing.models import Client
+from mailing.rules import UI_PAGE_SIZE
 
 
 @staff_required
@@ -24,7 +25,7 @@ from mailing.models import Client
 def client_list(request):
     filterset = ClientFilter(request.GET, queryset=Client.objects.all())
     table = ClientTable(filterset.qs)
-    RequestConfig(request, paginate={"per_page": PER_PAGE}).configure(table)
+    RequestConfig(request, paginate={"per_page": UI_PAGE_SIZE}).configure(table)
     return render(request, "dashboard/clients/list.html", {"filter": filterset, "table": table})
 
 

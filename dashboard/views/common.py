@@ -1,4 +1,4 @@
-"""What every page shares: the staff-only gate, HTMX-aware redirects, the page size."""
+"""What every page shares: the staff-only gate and HTMX-aware redirects."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from django.shortcuts import redirect
 from django.urls import reverse
 
 from dashboard.auth import refusal
-
-PER_PAGE = 25
 
 
 def staff_required(view):

@@ -18,10 +18,10 @@ from django_tables2 import RequestConfig
 from dashboard import forms as ui_forms
 from dashboard.filters import MailingFilter, MessageFilter
 from dashboard.tables import MailingTable, MessageTable
-from dashboard.views.common import PER_PAGE, redirect_page, staff_required
-from mailing import selectors, services
-from mailing.models import Mailing, MailingStatus
-from mailing.services import StateConflict
+from dashboard.views.common import redirect_page, staff_required
+from mailing import rules, selectors, services
+from mailing.models import Mailing
+from mailing.rules import UI_PAGE_SIZE, Action, EmptySendWindow, StateConflict
 
 
 @staff_required
@@ -29,20 +29,8 @@ from mailing.services import StateConflict
 def mailing_list(request):
     filterset = MailingFilter(request.GET, queryset=selectors.list_mailings())
     table = MailingTable(filterset.qs)
-    RequestConfig(request, paginate={"per_page": PER_PAGE}).configure(table)
+    RequestConfig(request, paginate={"per_page": UI_PAGE_SIZE}).configure(table)
     return render(request, "dashboard/mailings/list.html", {"filter": filterset, "table": table})
-
-
-def _window_initial(mailing: Mailing) -> dict:
-    return {
-        "start_at": timezone.localtime(mailing.start_at),
-        "end_at": timezone.localtime(mailing.end_at),
-        "text": mailing.text,
-        "operator_codes": list(mailing.operator_codes),
-        "tags": list(mailing.tags),
-        "window_start": mailing.window_start,
-        "window_end": mailing.window_end,
-    }
 
 
 @staff_required
@@ -70,29 +58,14 @@ def mailing_create(request):
 @require_http_methods(["GET", "POST"])
 def mailing_edit(request, pk: int):
     mailing = get_object_or_404(Mailing, pk=pk)
-    initial = _window_initial(mailing)
-    editable = (
-        set(ui_forms.MailingForm.base_fields)
-        if mailing.status == MailingStatus.SCHEDULED
-        else {"end_at"}
+    form = ui_forms.MailingForm(
+        request.POST or None,
+        initial=ui_forms.MailingForm.initial_of(mailing),
+        editable=mailing.editable_fields,
     )
-    if mailing.status in (MailingStatus.FINISHED, MailingStatus.CANCELLED):
-        editable = set()
-    form = ui_forms.MailingForm(request.POST or None, initial=initial)
-    for name, field in form.fields.items():
-        if name not in editable:
-            field.disabled = True
     if request.method == "POST" and form.is_valid():
-        arguments = form.service_arguments()
-        changes = {
-            name: arguments[name]
-            for name in ("start_at", "end_at", "text", "operator_codes", "tags")
-            if name in form.changed_data
-        }
-        if {"window_start", "window_end"} & set(form.changed_data):
-            changes["send_window"] = arguments["send_window"]
         try:
-            services.update_mailing(mailing, **changes)
+            services.update_mailing(mailing, **form.changes())
         except ValidationError as error:
             ui_forms.apply_service_errors(form, error, form.ALIASES)
         except StateConflict as conflict:
@@ -111,7 +84,12 @@ def mailing_preview(request):
     data = form.cleaned_data
     window = None
     if data.get("window_start") and data.get("window_end"):
-        window = (data["window_start"], data["window_end"])
+        try:
+            window = rules.SendWindow(data["window_start"], data["window_end"])
+        except EmptySendWindow:
+            return render(
+                request, "dashboard/mailings/_preview.html", {"window_error": rules.EMPTY_WINDOW}
+            )
     preview = selectors.preview_audience(
         operator_codes=list(data.get("operator_codes") or []),
         tags=list(data.get("tags") or []),
@@ -139,7 +117,7 @@ def _progress_context(request, mailing: Mailing) -> dict:
     """Counters plus send rate and time left, from the previous snapshot the poll carried."""
     stats = selectors.mailing_stats(mailing)
     counters = stats["stats"]
-    done = counters["total"] - counters["pending"]
+    done = mailing.settled
     now_t = time.time()
     rate = None
     try:
@@ -156,16 +134,13 @@ def _progress_context(request, mailing: Mailing) -> dict:
     time_left = None
     if rate and rate > 0 and counters["pending"]:
         time_left = duration_text(counters["pending"] / rate)
-    live = mailing.status in (MailingStatus.SCHEDULED, MailingStatus.RUNNING, MailingStatus.PAUSED)
     return {
         "mailing": mailing,
         "stats": stats,
         "counters": counters,
-        "percent": round(100 * stats["progress"], 1),
         "done": done,
         "rate": rate,
         "time_left": time_left,
-        "live": live,
         "snapshot": json.dumps(
             {"t": f"{now_t:.3f}", "done": str(done), "rate": "" if rate is None else f"{rate:.3f}"}
         ),
@@ -178,7 +153,7 @@ def mailing_detail(request, pk: int):
     mailing = get_object_or_404(Mailing, pk=pk)
     filterset = MessageFilter(request.GET, queryset=selectors.list_messages(mailing))
     table = MessageTable(filterset.qs)
-    RequestConfig(request, paginate={"per_page": PER_PAGE}).configure(table)
+    RequestConfig(request, paginate={"per_page": UI_PAGE_SIZE}).configure(table)
     return render(
         request,
         "dashboard/mailings/detail.html",
@@ -198,13 +173,13 @@ def mailing_progress(request, pk: int):
     return render(request, "dashboard/mailings/_progress.html", _progress_context(request, mailing))
 
 
+# The state-changing actions of the detail page: the service, the button, what follows.
 ACTIONS = {
-    "pause": (services.pause_mailing, "Pause", "paused", "New sends stop until you resume it."),
-    "resume": (services.resume_mailing, "Resume", "resumed", "Sending continues."),
-    "cancel": (
+    Action.PAUSE: (services.pause_mailing, "Pause", "New sends stop until you resume it."),
+    Action.RESUME: (services.resume_mailing, "Resume", "Sending continues."),
+    Action.CANCEL: (
         services.cancel_mailing,
         "Cancel",
-        "cancelled",
         "Its pending messages are cancelled. This cannot be undone.",
     ),
 }
@@ -216,7 +191,7 @@ def mailing_action(request, pk: int, action: str):
     if action not in ACTIONS:
         raise Http404
     mailing = get_object_or_404(Mailing, pk=pk)
-    operation, verb, done, consequence = ACTIONS[action]
+    operation, verb, consequence = ACTIONS[Action(action)]
     detail_url = reverse("dashboard:mailing_detail", kwargs={"pk": mailing.pk})
     if request.method == "GET":  # the confirmation page (works without JavaScript)
         return render(
@@ -228,7 +203,7 @@ def mailing_action(request, pk: int, action: str):
                 "action_url": request.path,
                 "verb": verb,
                 "back_url": detail_url,
-                "danger": action == "cancel",
+                "danger": action == Action.CANCEL,
             },
         )
     try:
@@ -236,7 +211,7 @@ def mailing_action(request, pk: int, action: str):
     except StateConflict as conflict:
         messages.error(request, str(conflict))
     else:
-        messages.success(request, f"Mailing {mailing.pk} {done}.")
+        messages.success(request, f"Mailing {mailing.pk} {rules.ACTION_DONE[Action(action)]}.")
     return redirect_page(request, detail_url)
 
 

@@ -17,7 +17,7 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 
-from mailing.services import StateConflict
+from mailing.rules import StateConflict
 
 logger = logging.getLogger("mailing.api")
 

@@ -68,11 +68,10 @@ def create_mailing(request: HttpRequest, payload: MailingIn) -> Status:
 def preview_audience(request: HttpRequest, payload: PreviewIn) -> dict[str, int]:
     """How many clients a filter reaches; with a window and a period, how many of them have
     their local window open at some time inside the period."""
-    window = payload.send_window.to_domain() if payload.send_window else None
     return selectors.preview_audience(
         operator_codes=payload.filter.operator_codes,
         tags=payload.filter.tags,
-        window=(window.start, window.end) if window else None,
+        window=payload.send_window.to_domain() if payload.send_window else None,
         start_at=payload.start_at,
         end_at=payload.end_at,
     )

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from django.conf import settings
+from typing import Any
+
 from ninja import Field, Schema
 from ninja.pagination import LimitOffsetPagination
 
-# Any offset past the end just gives an empty page; the bound keeps it inside int64.
-MAX_OFFSET = 10**12
+from mailing.rules import API_MAX_OFFSET, API_PAGE_MAX, API_PAGE_SIZE
 
 
 class ApiPagination(LimitOffsetPagination):
     class Input(Schema):
-        limit: int = Field(
-            settings.NINJA_PAGINATION_PER_PAGE, ge=1, le=settings.NINJA_PAGINATION_MAX_LIMIT
-        )
-        offset: int = Field(0, ge=0, le=MAX_OFFSET)
+        limit: int = Field(API_PAGE_SIZE, ge=1, le=API_PAGE_MAX)
+        offset: int = Field(0, ge=0, le=API_MAX_OFFSET)
+
+    def __init__(self, max_limit: int = API_PAGE_MAX, **kwargs: Any) -> None:
+        super().__init__(max_limit=max_limit, **kwargs)

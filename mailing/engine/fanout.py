@@ -12,6 +12,7 @@ from django.db.models import Case, DateTimeField, Expression, F, Value, When
 from mailing import sql
 from mailing.engine.windows import next_window_opening
 from mailing.models import Mailing, MessageStatus
+from mailing.rules import Reason
 from mailing.selectors import matching_clients
 from mailing.transitions import lock_mailings
 
@@ -36,9 +37,6 @@ def _zone_openings(mailing: Mailing, now: datetime) -> dict[str, datetime]:
             continue  # checked again when claimed, where the message fails with the reason
         openings[zone] = next_window_opening(now, info, mailing.window_start, mailing.window_end)
     return openings
-
-
-WINDOW_NEVER_OPENS = "send window does not open before the mailing ends"
 
 
 def fan_out(mailing: Mailing, now: datetime) -> int:
@@ -80,7 +78,7 @@ def fan_out(mailing: Mailing, now: datetime) -> int:
                 status=MessageStatus.EXPIRED,
                 created_at=now,
                 next_attempt_at=Value(now, output_field=DateTimeField()),
-                last_error=WINDOW_NEVER_OPENS,
+                last_error=Reason.WINDOW_NEVER_OPENS,
             )
         Mailing.objects.filter(pk=mailing.pk).update(
             total=F("total") + pending + expired,

@@ -12,7 +12,8 @@ from django.db.models import Q
 from mailing import events
 from mailing.engine.fanout import fan_out
 from mailing.models import COUNTER_FIELDS, Mailing, MailingStatus, MessageStatus
-from mailing.transitions import reconcile_counters, settle_pending
+from mailing.rules import IN_PROGRESS_STATUSES, Reason
+from mailing.transitions import reconcile_counters, settle_pending, start_if_due
 
 logger = logging.getLogger("mailing.engine")
 
@@ -22,25 +23,18 @@ FANOUT_GRACE = timedelta(minutes=5)
 
 def start_due_mailings(now: datetime) -> list[int]:
     """Scheduled mailings whose start has come become running."""
-    started = []
-    for mailing_id in Mailing.objects.filter(
-        status=MailingStatus.SCHEDULED, start_at__lte=now
-    ).values_list("id", flat=True):
-        if Mailing.objects.filter(pk=mailing_id, status=MailingStatus.SCHEDULED).update(
-            status=MailingStatus.RUNNING, updated_at=now
-        ):
-            logger.info("mailing started", extra={"mailing_id": mailing_id})
-            events.record(events.MAILING_STARTED, mailing_id=mailing_id, at=now)
-            started.append(mailing_id)
-    return started
+    due = Mailing.objects.filter(status=MailingStatus.SCHEDULED, start_at__lte=now)
+    return [
+        mailing_id
+        for mailing_id in due.values_list("id", flat=True)
+        if start_if_due(mailing_id, now)
+    ]
 
 
 def fan_out_started_mailings(now: datetime) -> list[int]:
     """Running mailings without messages yet get them (claimed first, so one worker does it)."""
     done = []
-    candidates = Mailing.objects.filter(
-        status__in=(MailingStatus.RUNNING, MailingStatus.PAUSED), fanned_out_at__isnull=True
-    )
+    candidates = Mailing.objects.filter(status__in=IN_PROGRESS_STATUSES, fanned_out_at__isnull=True)
     for mailing in candidates:
         claimed = (
             Mailing.objects.filter(pk=mailing.pk, fanned_out_at__isnull=True)
@@ -71,12 +65,10 @@ def settle_unsendable(now: datetime) -> int:
     """
     settled = 0
     ended = Mailing.objects.filter(
-        status__in=(MailingStatus.RUNNING, MailingStatus.PAUSED), end_at__lte=now, pending__gt=0
+        status__in=IN_PROGRESS_STATUSES, end_at__lte=now, pending__gt=0
     ).values_list("id", flat=True)
     for mailing_id in ended:
-        count = settle_pending(
-            mailing_id, MessageStatus.EXPIRED, now, reason="mailing ended before it was sent"
-        )
+        count = settle_pending(mailing_id, MessageStatus.EXPIRED, now, reason=Reason.MAILING_ENDED)
         if count:
             logger.info(
                 "%d messages expired at the end of the mailing",
@@ -92,7 +84,7 @@ def settle_unsendable(now: datetime) -> int:
     )
     for mailing_id in cancelled:
         settled += settle_pending(
-            mailing_id, MessageStatus.CANCELLED, now, reason="mailing cancelled"
+            mailing_id, MessageStatus.CANCELLED, now, reason=Reason.MAILING_CANCELLED
         )
     return settled
 

@@ -24,10 +24,11 @@ from typing import Protocol
 
 import aiohttp
 
+from mailing.rules import ERROR_MAX_LENGTH
+
 logger = logging.getLogger("mailing.provider")
 
 MAX_BODY_BYTES = 64 * 1024
-MAX_DETAIL_CHARS = 500
 # A Retry-After of years would overflow the caller's datetime arithmetic; a
 # day is already longer than any mailing should wait on one provider hint.
 MAX_RETRY_AFTER = 24 * 3600.0
@@ -56,7 +57,7 @@ class OutgoingMessage:
 class SendResult:
     message_id: int
     outcome: Outcome
-    detail: str  # short human reason, stored in Message.last_error (<= 500 chars)
+    detail: str  # short human reason, stored in Message.last_error (clipped)
     status_code: int | None
     retry_after: float | None
     latency: float  # seconds, wall time of the whole call
@@ -68,7 +69,7 @@ class SendClient(Protocol):
     async def close(self) -> None: ...
 
 
-def clip(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
+def clip(text: str, limit: int = ERROR_MAX_LENGTH) -> str:
     """Shorten ``text`` to ``limit`` characters so it fits ``last_error``."""
     text = " ".join(text.split())  # provider bodies may carry newlines and HTML
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -10,6 +10,7 @@ from datetime import datetime
 from django.db import transaction
 
 from mailing.models import ProviderState
+from mailing.rules import ERROR_MAX_LENGTH
 
 logger = logging.getLogger("mailing.engine")
 
@@ -50,7 +51,7 @@ def mark_unauthorized(detail: str, now: datetime) -> None:
         state = _locked_state()
         first = state.auth_failed_at is None
         state.auth_failed_at = now
-        state.auth_error = detail[:500]
+        state.auth_error = detail[:ERROR_MAX_LENGTH]
         state.save(update_fields=["auth_failed_at", "auth_error", "updated_at"])
     if first:
         logger.error(

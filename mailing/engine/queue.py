@@ -22,10 +22,10 @@ from django.db.models import Case, DateTimeField, F, Value, When
 
 from mailing import events, sql
 from mailing.engine.backoff import retry_delay, throttle_delay
-from mailing.engine.fanout import WINDOW_NEVER_OPENS
 from mailing.engine.provider import Outcome, OutgoingMessage, SendResult
 from mailing.engine.windows import is_inside_window, next_window_opening
 from mailing.models import Mailing, MailingStatus, Message, MessageStatus
+from mailing.rules import ERROR_MAX_LENGTH, Reason
 from mailing.transitions import lock_mailings, shift_counters
 
 logger = logging.getLogger("mailing.engine")
@@ -115,7 +115,7 @@ def _settle_unsendable(
             unsendable.cancelled,
             worker_id,
             MessageStatus.CANCELLED,
-            "client deleted",
+            Reason.CLIENT_DELETED,
             now,
         )
         _settle_claimed(
@@ -123,7 +123,7 @@ def _settle_unsendable(
             unsendable.failed,
             worker_id,
             MessageStatus.FAILED,
-            "unknown client time zone",
+            Reason.UNKNOWN_TIMEZONE,
             now,
         )
         _settle_claimed(
@@ -131,7 +131,7 @@ def _settle_unsendable(
             unsendable.expired,
             worker_id,
             MessageStatus.EXPIRED,
-            WINDOW_NEVER_OPENS,
+            Reason.WINDOW_NEVER_OPENS,
             now,
         )
         for opening, ids in unsendable.deferred.items():
@@ -199,7 +199,7 @@ def _record_accepted(mailing_id: int, ids: list[int], now: datetime) -> None:
 def _record_failed(mailing_id: int, results: list[SendResult], worker_id: str) -> None:
     by_reason: dict[str, list[int]] = defaultdict(list)
     for result in results:
-        by_reason[result.detail[:500]].append(result.message_id)
+        by_reason[result.detail[:ERROR_MAX_LENGTH]].append(result.message_id)
     for reason, ids in by_reason.items():
         failed = Message.objects.filter(
             id__in=ids, status=MessageStatus.PENDING, claimed_by=worker_id
@@ -230,7 +230,7 @@ def _record_retries(
 ) -> None:
     by_reason: dict[str, list[tuple[Claimed, SendResult]]] = defaultdict(list)
     for claim, result in pairs:
-        by_reason[result.detail[:500]].append((claim, result))
+        by_reason[result.detail[:ERROR_MAX_LENGTH]].append((claim, result))
     for reason, group in by_reason.items():
         when = Case(
             *(
@@ -299,7 +299,7 @@ def record_results(
             if retries:
                 _record_retries(retries, worker_id, policy, now, rng)
             if unauthorized:
-                release(unauthorized, worker_id, now, "send API refused our credentials")
+                release(unauthorized, worker_id, now, Reason.CREDENTIALS_REFUSED)
             if unsent:
                 release(unsent, worker_id, now)
         # One event per attempt, one multi-row INSERT for the whole batch.

@@ -12,7 +12,7 @@ Rules (PRODUCT.md leaves daylight saving to "real zone rules"; these are ours)
    client's wall-clock time at that instant, ``moment.astimezone(zone).time()``,
    is in ``[start, end)``; when ``start > end`` the window crosses midnight and
    the test is ``time >= start or time < end``. ``start == end`` is rejected
-   (the API refuses such a window, so it is a caller bug here).
+   (``mailing.rules.SendWindow`` refuses such a window, so it is a caller bug here).
 
 2. **Start inside a spring-forward gap.** If the local ``start`` does not exist
    that day (New York, 2026-03-08: 02:00 jumps to 03:00; window starting 02:30),
@@ -58,6 +58,8 @@ import functools
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from mailing.rules import SendWindow
+
 _PROBE_STEP = 3600  # seconds between offset samples when building a year's table
 _DAY_US = 24 * 3600 * 1_000_000
 # A window opens at least once in every 24 h of continuous wall clock, and
@@ -71,10 +73,8 @@ def _naive(value: time) -> time:
 
 
 def _check_window(start: time, end: time) -> tuple[time, time]:
-    start, end = _naive(start), _naive(end)
-    if start == end:
-        raise ValueError(f"empty send window: start == end == {start.isoformat()}")
-    return start, end
+    SendWindow(start, end)  # refuses an empty window (a ValueError here)
+    return _naive(start), _naive(end)
 
 
 def _check_aware(moment: datetime) -> None:

@@ -17,7 +17,7 @@ from mailing.api.schemas.fields import (
     Timezone,
     optional,
 )
-from mailing.models import OPERATOR_CODE_REGEX
+from mailing.rules import OPERATOR_CODE_REGEX
 
 
 class ClientIn(InputSchema):

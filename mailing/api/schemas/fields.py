@@ -16,20 +16,26 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from mailing.models import OPERATOR_CODE_REGEX, PHONE_REGEX
-from mailing.services import TAG_MAX_LENGTH, TEXT_MAX_LENGTH
+from mailing.rules import (
+    EARLIEST_YEAR,
+    LATEST_YEAR,
+    OPERATOR_CODE_LENGTH,
+    OPERATOR_CODE_REGEX,
+    PHONE_LENGTH,
+    PHONE_REGEX,
+    TAG_MAX_LENGTH,
+    TEXT_MAX_LENGTH,
+    TIMEZONE_MAX_LENGTH,
+)
 
 # --- Input building blocks ----------------------------------------------------------
 # (The phone's documented pattern is enforced by the services; the operator-code pattern
 # is enforced here too because the preview and the list filter reach no service.)
 
-# Dates far from now are refused before they reach the database or the window arithmetic
-# (9999-12-31 with a negative offset does not even fit a datetime once converted to UTC).
-EARLIEST_YEAR = 2000
-LATEST_YEAR = 2999
 HHMM_REGEX = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
-LIST_MAX_ITEMS = 1000
-PHONE_MIN, PHONE_MAX = 70_000_000_000, 79_999_999_999
+# The phones as numbers: 7 followed by PHONE_LENGTH - 1 digits.
+PHONE_MIN = 7 * 10 ** (PHONE_LENGTH - 1)
+PHONE_MAX = 8 * 10 ** (PHONE_LENGTH - 1) - 1
 
 
 def _no_nul(value: str) -> str:
@@ -79,13 +85,15 @@ def _text(
 
 
 Tag = _text(TAG_MAX_LENGTH)
-Timezone = _text(64, 1, examples=["Europe/Moscow"])
-OperatorCode = _text(3, 3, pattern=OPERATOR_CODE_REGEX, examples=["916"])
+Timezone = _text(TIMEZONE_MAX_LENGTH, 1, examples=["Europe/Moscow"])
+OperatorCode = _text(
+    OPERATOR_CODE_LENGTH, OPERATOR_CODE_LENGTH, pattern=OPERATOR_CODE_REGEX, examples=["916"]
+)
 MessageText = _text(TEXT_MAX_LENGTH, 1)
 Phone = Annotated[
     str,
     BeforeValidator(_phone_to_text),
-    StringConstraints(max_length=11),
+    StringConstraints(max_length=PHONE_LENGTH),
     AfterValidator(_no_nul),
     WithJsonSchema(
         {
@@ -93,7 +101,7 @@ Phone = Annotated[
                 {"type": "string", "pattern": PHONE_REGEX},
                 {"type": "integer", "minimum": PHONE_MIN, "maximum": PHONE_MAX},
             ],
-            "description": "11 digits starting with 7, as text or as a number.",
+            "description": f"{PHONE_LENGTH} digits starting with 7, as text or as a number.",
             "examples": ["79161234567"],
         }
     ),

@@ -5,13 +5,9 @@ from __future__ import annotations
 from datetime import time
 
 from ninja import Field, Schema
-from pydantic import (
-    BaseModel,
-    model_validator,
-)
+from pydantic import BaseModel
 
 from mailing.api.schemas.fields import (
-    LIST_MAX_ITEMS,
     ClockTime,
     InputSchema,
     MessageText,
@@ -22,7 +18,7 @@ from mailing.api.schemas.fields import (
     optional,
 )
 from mailing.models import Mailing, MailingStatus
-from mailing.services import SendWindow, window_of
+from mailing.rules import FILTER_MAX_ITEMS, SendWindow
 
 
 def _hhmm(value: time) -> str:
@@ -30,26 +26,21 @@ def _hhmm(value: time) -> str:
 
 
 class FilterIn(InputSchema):
-    operator_codes: list[OperatorCode] = Field(default_factory=list, max_length=LIST_MAX_ITEMS)
-    tags: list[Tag] = Field(default_factory=list, max_length=LIST_MAX_ITEMS)
+    operator_codes: list[OperatorCode] = Field(default_factory=list, max_length=FILTER_MAX_ITEMS)
+    tags: list[Tag] = Field(default_factory=list, max_length=FILTER_MAX_ITEMS)
 
 
 class FilterPatch(InputSchema):
-    operator_codes: list[OperatorCode] = Field(None, max_length=LIST_MAX_ITEMS)
-    tags: list[Tag] = Field(None, max_length=LIST_MAX_ITEMS)
+    operator_codes: list[OperatorCode] = Field(None, max_length=FILTER_MAX_ITEMS)
+    tags: list[Tag] = Field(None, max_length=FILTER_MAX_ITEMS)
 
 
 class SendWindowIn(InputSchema):
     start: ClockTime
     end: ClockTime
 
-    @model_validator(mode="after")
-    def _not_empty(self) -> SendWindowIn:
-        if self.start == self.end:
-            raise ValueError("The window's start and end must differ.")
-        return self
-
     def to_domain(self) -> SendWindow:
+        """The window as the services take it (an empty one is refused there: a 422)."""
         return SendWindow(time.fromisoformat(self.start), time.fromisoformat(self.end))
 
 
@@ -107,7 +98,7 @@ class MailingOut(Schema):
 
     @staticmethod
     def resolve_send_window(obj: Mailing) -> dict[str, str] | None:
-        window = window_of(obj)
+        window = obj.send_window
         if window is None:
             return None
         return {"start": _hhmm(window.start), "end": _hhmm(window.end)}

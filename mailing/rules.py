@@ -1,0 +1,261 @@
+"""The domain's rules, each written once and asked everywhere.
+
+Limits, the statuses and what each one allows (actions, editable fields), progress, and
+the reasons a message ends without being sent. Models, services, the engine, the API
+schemas, forms, views and templates read them from here; ``tests/test_rules.py`` fails
+when a limit is written as a bare number elsewhere or a template compares a status with a
+literal. The ``Mailing`` model answers the same questions for one mailing
+(``mailing.can.pause``, ``mailing.editable_fields``, ``mailing.progress``), in the manner
+of Healthchecks' ``Check.get_status()``.
+
+This module imports nothing of the project, so every layer may import it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import time
+from enum import StrEnum
+from functools import lru_cache
+from zoneinfo import available_timezones
+
+from django.core.exceptions import ValidationError
+from django.db import models
+
+# --- Limits ---------------------------------------------------------------------------
+
+PHONE_LENGTH = 11
+PHONE_REGEX = rf"^7[0-9]{{{PHONE_LENGTH - 1}}}$"
+OPERATOR_CODE_LENGTH = 3
+OPERATOR_CODE_REGEX = rf"^[0-9]{{{OPERATOR_CODE_LENGTH}}}$"
+TEXT_MAX_LENGTH = 1000
+TAG_MAX_LENGTH = 64
+TIMEZONE_MAX_LENGTH = 64
+# Operator codes, or tags, in one mailing's filter.
+FILTER_MAX_ITEMS = 1000
+# A message's last error, an attempt event's detail, the credentials error kept for the UI.
+ERROR_MAX_LENGTH = 500
+TOKEN_NAME_MAX_LENGTH = 100
+# Date-times far from now are refused before they reach the database or the window
+# arithmetic (9999-12-31 with a negative offset does not even fit a datetime in UTC).
+EARLIEST_YEAR = 2000
+LATEST_YEAR = 2999
+IMPORT_MAX_ROWS = 500_000
+
+# Pages and samples.
+UI_PAGE_SIZE = 25
+API_PAGE_SIZE = 50
+API_PAGE_MAX = 1000
+# Any offset past the end just gives an empty page; the bound keeps it inside int64.
+API_MAX_OFFSET = 10**12
+TIMELINE_LENGTH = 200
+RECENT_MAILINGS = 10
+FAILURE_REASONS_SHOWN = 5
+FAILURE_REASONS_IN_REPORT = 3
+# The latest failures sampled for the common reasons (cheap on millions of messages).
+FAILURE_SAMPLE = 10_000
+
+# Widths of bookkeeping columns.
+STATUS_MAX_LENGTH = 16
+EVENT_KIND_MAX_LENGTH = 40
+WORKER_ID_MAX_LENGTH = 64
+TOKEN_PREFIX_MAX_LENGTH = 16
+KEY_HASH_LENGTH = 64  # a SHA-256 in hex
+
+# Every limit by name: what tests/test_rules.py looks for outside this module.
+LIMITS: dict[str, int] = {
+    name: value
+    for name, value in globals().items()
+    if name.isupper() and isinstance(value, int) and not isinstance(value, bool)
+}
+
+
+# --- Statuses -------------------------------------------------------------------------
+
+
+class MailingStatus(models.TextChoices):
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    PAUSED = "paused"
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+
+
+class MessageStatus(models.TextChoices):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+# Not started yet: nothing has been fanned out or sent.
+UNSTARTED_STATUSES = frozenset({MailingStatus.SCHEDULED})
+# Started and not over: fanned out (or about to be), sending or paused.
+IN_PROGRESS_STATUSES = frozenset({MailingStatus.RUNNING, MailingStatus.PAUSED})
+# Messages are claimed and sent only for these.
+SENDING_STATUSES = frozenset({MailingStatus.RUNNING})
+# Still to happen or happening: the engine has work, the UI keeps refreshing.
+ACTIVE_STATUSES = UNSTARTED_STATUSES | IN_PROGRESS_STATUSES
+FINAL_STATUSES = frozenset({MailingStatus.FINISHED, MailingStatus.CANCELLED})
+
+FINAL_MESSAGE_STATUSES = frozenset(MessageStatus) - {MessageStatus.PENDING}
+# A message in one of these did not reach its client.
+UNREACHED_MESSAGE_STATUSES = FINAL_MESSAGE_STATUSES - {MessageStatus.SENT}
+
+# The per-status counter columns of Mailing, named after the statuses they count.
+COUNTER_FIELDS = tuple(status.value for status in MessageStatus)
+
+
+# --- What each state allows ---------------------------------------------------------
+
+
+class Action(StrEnum):
+    """What staff can do to a mailing; the value is what the UI and the logs call it."""
+
+    EDIT = "edit"
+    PAUSE = "pause"
+    RESUME = "resume"
+    CANCEL = "cancel"
+    DELETE = "delete"
+
+
+# "A finished mailing cannot be paused."
+ACTION_DONE: dict[Action, str] = {
+    Action.EDIT: "edited",
+    Action.PAUSE: "paused",
+    Action.RESUME: "resumed",
+    Action.CANCEL: "cancelled",
+    Action.DELETE: "deleted",
+}
+
+ALLOWED_ACTIONS: dict[str, frozenset[Action]] = {
+    MailingStatus.SCHEDULED: frozenset({Action.EDIT, Action.CANCEL, Action.DELETE}),
+    MailingStatus.RUNNING: frozenset({Action.EDIT, Action.PAUSE, Action.CANCEL, Action.DELETE}),
+    MailingStatus.PAUSED: frozenset({Action.EDIT, Action.RESUME, Action.CANCEL, Action.DELETE}),
+    MailingStatus.FINISHED: frozenset({Action.DELETE}),
+    MailingStatus.CANCELLED: frozenset({Action.DELETE}),
+}
+
+# The status each state-changing action leads to.
+ACTION_RESULT: dict[Action, str] = {
+    Action.PAUSE: MailingStatus.PAUSED,
+    Action.RESUME: MailingStatus.RUNNING,
+    Action.CANCEL: MailingStatus.CANCELLED,
+}
+
+# The fields of a mailing, as services name them, with the words people read.
+MAILING_FIELDS: dict[str, str] = {
+    "start_at": "start",
+    "end_at": "end",
+    "text": "text",
+    "operator_codes": "operator codes",
+    "tags": "tags",
+    "send_window": "send window",
+}
+
+# Once a mailing has started only its end may change (extend or shorten it).
+EDITABLE_FIELDS: dict[str, frozenset[str]] = {
+    MailingStatus.SCHEDULED: frozenset(MAILING_FIELDS),
+    MailingStatus.RUNNING: frozenset({"end_at"}),
+    MailingStatus.PAUSED: frozenset({"end_at"}),
+    MailingStatus.FINISHED: frozenset(),
+    MailingStatus.CANCELLED: frozenset(),
+}
+
+
+class StateConflict(Exception):
+    """The operation is not allowed in the object's current state (HTTP 409)."""
+
+
+def allows(status: str, action: Action) -> bool:
+    return action in ALLOWED_ACTIONS[status]
+
+
+def statuses_allowing(action: Action) -> frozenset[str]:
+    """The states an action may start from (the condition of its conditional UPDATE)."""
+    return frozenset(status for status, actions in ALLOWED_ACTIONS.items() if action in actions)
+
+
+def refusal(status: str, action: Action) -> str:
+    """Why the action is refused in this state (the text of its 409)."""
+    return f"A {status} mailing cannot be {ACTION_DONE[action]}."
+
+
+def check_allowed(status: str, action: Action) -> None:
+    if not allows(status, action):
+        raise StateConflict(refusal(status, action))
+
+
+def frozen_fields(status: str, changed: set[str]) -> list[str]:
+    """The changed fields this state does not let change, sorted."""
+    return sorted(changed - EDITABLE_FIELDS[status])
+
+
+# --- Progress -------------------------------------------------------------------------
+
+
+def progress(total: int, pending: int, fanned_out: bool) -> float:
+    """The share of a mailing's messages no longer pending, 0 to 1.
+
+    Nothing is done before the audience exists; an empty audience is all done.
+    """
+    if total:
+        return (total - pending) / total
+    return 1.0 if fanned_out else 0.0
+
+
+def percent(share: float) -> float:
+    """A share of 0 to 1 as a percentage with one decimal."""
+    return round(share * 100, 1)
+
+
+# --- Why a message ends without being sent ------------------------------------------
+
+
+class Reason(StrEnum):
+    """The reasons the service itself gives a message (its ``last_error`` and the
+    ``reason`` of its event); the provider's own answers are recorded as it gave them."""
+
+    CLIENT_DELETED = "client deleted"
+    MAILING_CANCELLED = "mailing cancelled"
+    MAILING_ENDED = "mailing ended before it was sent"
+    WINDOW_NEVER_OPENS = "send window does not open before the mailing ends"
+    UNKNOWN_TIMEZONE = "unknown client time zone"
+    CREDENTIALS_REFUSED = "send API refused our credentials"
+
+
+# --- Values ---------------------------------------------------------------------------
+
+
+class EmptySendWindow(ValidationError, ValueError):
+    """A send window whose start equals its end: a field error at the boundaries (form,
+    API: a ValidationError) and a ValueError to the window arithmetic of the engine."""
+
+
+EMPTY_WINDOW = "The window's start and end must differ."
+
+
+@dataclass(frozen=True, slots=True)
+class SendWindow:
+    """Send only while the client's local clock reads [start, end); start > end crosses
+    midnight. The one place that refuses an empty window: it cannot be built."""
+
+    start: time
+    end: time
+
+    def __post_init__(self) -> None:
+        if self.start.replace(tzinfo=None) == self.end.replace(tzinfo=None):
+            raise EmptySendWindow({"send_window": [EMPTY_WINDOW]})
+
+
+@lru_cache(maxsize=1)
+def known_timezones() -> frozenset[str]:
+    """The IANA zone names a client (or a staff member) may have."""
+    return frozenset(available_timezones())
+
+
+def operator_code_of(phone: str) -> str:
+    """The operator code implied by a phone number: the digits after the leading 7
+    (79161234567 -> 916)."""
+    return phone[1 : 1 + OPERATOR_CODE_LENGTH]
