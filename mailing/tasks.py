@@ -90,7 +90,7 @@ def run_dispatcher(slot: int) -> str:
     dispatcher = Dispatcher(
         worker_id=owner,
         stop_event=stop,
-        on_tick=lambda now: slots.renew_slot(slot, owner, now, dispatcher.circuit.state.value),
+        on_tick=lambda now, status: slots.renew_slot(slot, owner, now, status.circuit_state.value),
     )
     logger.info("dispatcher started in slot %d as %s", slot, owner)
     with _stop_on_signals(stop) as signals_received:

@@ -11,13 +11,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from django.db import connection
 from django.utils import timezone
 
 from devtools.provider import FaultConfig, StandInServer
+from mailing.engine.clock import Clock
 from mailing.engine.dispatcher import Dispatcher, DispatcherConfig
 from mailing.engine.provider import HttpSendClient
 from mailing.engine.queue import RetryPolicy
@@ -235,7 +236,7 @@ def dispatcher_factory(provider) -> Iterator[Callable[..., DispatcherThread]]:
     def start(
         config: DispatcherConfig = FAST_CONFIG,
         base_url: str | None = None,
-        clock: Callable[[], datetime] | None = None,
+        clock: Clock | None = None,
         **changes,
     ):
         config = dataclasses.replace(config, **changes) if changes else config

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from mailing.engine.circuit import CircuitBreaker, CircuitState
@@ -36,14 +38,10 @@ def open_it(cb: CircuitBreaker, threshold: int = 3) -> None:
 def test_starts_closed_without_limit(clock: FakeClock) -> None:
     cb = breaker(clock)
     assert cb.state is CircuitState.CLOSED
-    assert cb.request_allowance() is None
-    assert cb.snapshot() == {
-        "state": "closed",
-        "consecutive_failures": 0,
-        "opened_at": None,
-        "retry_at": None,
-        "reset_timeout": 10.0,
-    }
+    assert not cb.probe_allowed
+    assert cb.consecutive_failures == 0
+    assert cb.retry_at is None
+    assert cb.reset_timeout == 10.0
 
 
 def test_opens_at_threshold_of_consecutive_failures(clock: FakeClock) -> None:
@@ -51,15 +49,11 @@ def test_opens_at_threshold_of_consecutive_failures(clock: FakeClock) -> None:
     cb.record_failure()
     cb.record_failure()
     assert cb.state is CircuitState.CLOSED
-    assert cb.request_allowance() is None
     cb.record_failure()
     assert cb.state is CircuitState.OPEN
-    assert cb.request_allowance() == 0
-    snap = cb.snapshot()
-    assert snap["state"] == "open"
-    assert snap["consecutive_failures"] == 3
-    assert snap["opened_at"] == 1000.0
-    assert snap["retry_at"] == 1010.0
+    assert not cb.probe_allowed
+    assert cb.consecutive_failures == 3
+    assert cb.retry_at == 1010.0
 
 
 def test_success_resets_the_count(clock: FakeClock) -> None:
@@ -70,7 +64,7 @@ def test_success_resets_the_count(clock: FakeClock) -> None:
     cb.record_failure()
     cb.record_failure()
     assert cb.state is CircuitState.CLOSED
-    assert cb.snapshot()["consecutive_failures"] == 2
+    assert cb.consecutive_failures == 2
 
 
 def test_half_open_after_timeout_allows_one_probe(clock: FakeClock) -> None:
@@ -78,25 +72,25 @@ def test_half_open_after_timeout_allows_one_probe(clock: FakeClock) -> None:
     open_it(cb)
     clock.advance(9.999)
     assert cb.state is CircuitState.OPEN
-    assert cb.request_allowance() == 0
+    assert not cb.probe_allowed
     clock.advance(0.001)
     assert cb.state is CircuitState.HALF_OPEN
-    assert cb.request_allowance() == 1
-    cb.on_request_started()
-    assert cb.request_allowance() == 0  # the probe is in flight
-    assert cb.snapshot()["state"] == "half_open"
+    assert cb.probe_allowed
+    assert cb.probe_allowed  # asking twice changes nothing
+    cb.probe_started()
+    assert not cb.probe_allowed  # the probe is in flight
+    assert cb.state is CircuitState.HALF_OPEN
 
 
 def test_successful_probe_closes(clock: FakeClock) -> None:
     cb = breaker(clock)
     open_it(cb)
     clock.advance(10)
-    cb.on_request_started()
+    cb.probe_started()
     cb.record_success()
     assert cb.state is CircuitState.CLOSED
-    assert cb.request_allowance() is None
-    assert cb.snapshot()["consecutive_failures"] == 0
-    assert cb.snapshot()["opened_at"] is None
+    assert cb.consecutive_failures == 0
+    assert cb.retry_at is None
 
 
 def test_failed_probes_double_the_timeout_up_to_eight_times(clock: FakeClock) -> None:
@@ -104,21 +98,21 @@ def test_failed_probes_double_the_timeout_up_to_eight_times(clock: FakeClock) ->
     open_it(cb)
     waits = []
     for _ in range(6):
-        retry_at = cb.snapshot()["retry_at"]
+        retry_at = cb.retry_at
         waits.append(retry_at - clock.now)
         clock.now = retry_at
-        assert cb.request_allowance() == 1
-        cb.on_request_started()
+        assert cb.probe_allowed
+        cb.probe_started()
         cb.record_failure()  # the probe failed: open again, immediately
         assert cb.state is CircuitState.OPEN
-        assert cb.request_allowance() == 0
+        assert not cb.probe_allowed
     assert waits == [10.0, 20.0, 40.0, 80.0, 80.0, 80.0]
     # ... and a success brings it back to the base timeout.
-    clock.now = cb.snapshot()["retry_at"]
-    cb.on_request_started()
+    clock.now = cb.retry_at
+    cb.probe_started()
     cb.record_success()
     open_it(cb)
-    assert cb.snapshot()["retry_at"] - clock.now == 10.0
+    assert cb.retry_at - clock.now == 10.0
 
 
 def test_straggler_failures_while_open_do_not_delay_the_probe(clock: FakeClock) -> None:
@@ -126,10 +120,10 @@ def test_straggler_failures_while_open_do_not_delay_the_probe(clock: FakeClock) 
     open_it(cb)
     clock.advance(5)
     cb.record_failure()  # a request sent before the circuit opened
-    assert cb.snapshot()["retry_at"] == 1010.0
-    assert cb.snapshot()["consecutive_failures"] == 4
+    assert cb.retry_at == 1010.0
+    assert cb.consecutive_failures == 4
     clock.advance(5)
-    assert cb.request_allowance() == 1
+    assert cb.probe_allowed
 
 
 def test_unreported_probe_does_not_wedge_the_circuit(clock: FakeClock) -> None:
@@ -138,21 +132,21 @@ def test_unreported_probe_does_not_wedge_the_circuit(clock: FakeClock) -> None:
     cb = breaker(clock)
     open_it(cb)
     clock.advance(10)
-    cb.on_request_started()
+    cb.probe_started()
     clock.advance(9.9)
-    assert cb.request_allowance() == 0
+    assert not cb.probe_allowed
     clock.advance(0.1)
-    assert cb.request_allowance() == 1
+    assert cb.probe_allowed
 
 
-def test_on_request_started_while_closed_changes_nothing(clock: FakeClock) -> None:
+def test_probe_started_while_closed_or_open_changes_nothing(clock: FakeClock) -> None:
     cb = breaker(clock)
-    cb.on_request_started()
-    assert cb.request_allowance() is None
+    cb.probe_started()
+    assert cb.state is CircuitState.CLOSED and not cb.probe_allowed
     open_it(cb)
-    cb.on_request_started()  # ignored while open
+    cb.probe_started()  # ignored while open
     clock.advance(10)
-    assert cb.request_allowance() == 1
+    assert cb.probe_allowed
 
 
 def test_threshold_of_one(clock: FakeClock) -> None:
@@ -173,5 +167,4 @@ def test_default_clock_is_monotonic() -> None:
     cb = CircuitBreaker(1, 60.0)
     cb.record_failure()
     assert cb.state is CircuitState.OPEN
-    snap = cb.snapshot()
-    assert snap["retry_at"] == snap["opened_at"] + 60.0
+    assert 59.0 < cb.retry_at - time.monotonic() <= 60.0

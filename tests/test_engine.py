@@ -241,7 +241,7 @@ def test_circuit_breaker_opens_and_probes_a_failing_provider(provider, dispatche
     running_mailing()
     provider.update_config(error_rate=1.0)
     worker = dispatcher_factory(circuit_threshold=5, circuit_reset_seconds=0.5, concurrency=5)
-    wait_for(lambda: worker.dispatcher.circuit.state.value != "closed", 10)
+    wait_for(lambda: worker.dispatcher.gate.circuit.state.value != "closed", 10)
     requests_then = provider.recorder.stats()["requests"]
     started = time.monotonic()
     wait_for(lambda: time.monotonic() - started > 1.5, 5)
@@ -249,7 +249,7 @@ def test_circuit_breaker_opens_and_probes_a_failing_provider(provider, dispatche
     # Open for 0.5 s, then one probe; failed probes double the wait: a handful at most.
     assert calls_while_open <= 4
     provider.update_config(error_rate=0.0)
-    wait_for(lambda: worker.dispatcher.circuit.state.value == "closed", 10)
+    wait_for(lambda: worker.dispatcher.gate.circuit.state.value == "closed", 10)
     worker.stop()
 
 

@@ -7,20 +7,22 @@ from datetime import UTC, datetime, time, timedelta
 import pytest
 
 from mailing import services
+from mailing.engine.clock import SystemClock
 from mailing.models import Mailing, Message, MessageStatus
 from tests.conftest import make_clients, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-class Clock:
-    """The engine's idea of now; HTTP calls still happen in real time."""
+class Clock(SystemClock):
+    """The engine's idea of the wall time, set by the test; intervals and HTTP calls
+    still happen in real time."""
 
-    def __init__(self, now: datetime) -> None:
-        self.now = now
+    def __init__(self, at: datetime) -> None:
+        self.at = at
 
-    def __call__(self) -> datetime:
-        return self.now
+    def now(self) -> datetime:
+        return self.at
 
 
 def windowed_mailing(now: datetime, start: str, end: str, hours: float = 48) -> Mailing:
@@ -45,7 +47,7 @@ def test_only_clients_inside_their_window_get_messages(provider, dispatcher_fact
     make_clients(5, timezone_name="Asia/Vladivostok", first=100)
     # 12:00 UTC: 15:00 in Moscow (inside 09-21), 22:00 in Vladivostok (outside).
     clock = Clock(datetime(2026, 6, 1, 12, 0, tzinfo=UTC))
-    mailing = windowed_mailing(clock.now, "09:00", "21:00")
+    mailing = windowed_mailing(clock.at, "09:00", "21:00")
     worker = dispatcher_factory(clock=clock)
     wait_for(lambda: Mailing.objects.get(pk=mailing.pk).sent == 5, 15)
     worker.stop()
@@ -60,7 +62,7 @@ def test_only_clients_inside_their_window_get_messages(provider, dispatcher_fact
     }
     assert provider.recorder.unique_accepted == 5
 
-    clock.now = datetime(2026, 6, 1, 23, 0, tzinfo=UTC)
+    clock.at = datetime(2026, 6, 1, 23, 0, tzinfo=UTC)
     worker = dispatcher_factory(clock=clock)
     wait_for(lambda: Mailing.objects.get(pk=mailing.pk).sent == 10, 15)
     worker.stop()
@@ -72,7 +74,7 @@ def test_window_crossing_midnight(provider, dispatcher_factory):
     # 20:00 UTC: 23:00 in Moscow (inside 22-06); 06:00 next day in Vladivostok: the end is
     # exclusive, so outside until 22:00 local = 12:00 UTC.
     clock = Clock(datetime(2026, 6, 1, 20, 0, tzinfo=UTC))
-    mailing = windowed_mailing(clock.now, "22:00", "06:00")
+    mailing = windowed_mailing(clock.at, "22:00", "06:00")
     worker = dispatcher_factory(clock=clock)
     wait_for(lambda: Mailing.objects.get(pk=mailing.pk).sent == 3, 15)
     worker.stop()
@@ -86,7 +88,7 @@ def test_window_crossing_midnight(provider, dispatcher_factory):
 def test_window_that_opens_after_the_end_expires_the_message(provider, dispatcher_factory):
     make_clients(2, timezone_name="Asia/Vladivostok")
     clock = Clock(datetime(2026, 6, 1, 12, 0, tzinfo=UTC))
-    mailing = windowed_mailing(clock.now, "09:00", "21:00", hours=5)
+    mailing = windowed_mailing(clock.at, "09:00", "21:00", hours=5)
     worker = dispatcher_factory(clock=clock)
     wait_for(lambda: Mailing.objects.get(pk=mailing.pk).expired == 2, 15)
     worker.stop()
@@ -101,7 +103,7 @@ def test_window_start_in_a_daylight_saving_gap(provider, dispatcher_factory):
     # 2026-03-08 06:00 UTC is 01:00 EST; at 02:00 clocks jump to 03:00, so a window
     # starting 02:30 opens at the end of the gap: 03:00 EDT = 07:00 UTC.
     clock = Clock(datetime(2026, 3, 8, 6, 0, tzinfo=UTC))
-    mailing = windowed_mailing(clock.now, "02:30", "05:00")
+    mailing = windowed_mailing(clock.at, "02:30", "05:00")
     worker = dispatcher_factory(clock=clock)
     wait_for(
         lambda: (
@@ -110,8 +112,8 @@ def test_window_start_in_a_daylight_saving_gap(provider, dispatcher_factory):
         ),
         15,
     )
-    clock.now = datetime(2026, 3, 8, 6, 59, 59, tzinfo=UTC)
+    clock.at = datetime(2026, 3, 8, 6, 59, 59, tzinfo=UTC)
     assert provider.recorder.unique_accepted == 0
-    clock.now = datetime(2026, 3, 8, 7, 0, tzinfo=UTC)
+    clock.at = datetime(2026, 3, 8, 7, 0, tzinfo=UTC)
     wait_for(lambda: Mailing.objects.get(pk=mailing.pk).sent == 3, 15)
     worker.stop()

@@ -11,7 +11,9 @@ less often.
 What counts as a failure is the caller's decision: transport failures, 5xx
 and timeouts are; a REJECTED message is not (the provider answered).
 
-One instance per process, used from one asyncio loop: every method runs to
+Queries (``state``, ``probe_allowed``, ``retry_at``) only read: the passing of
+time is computed, never stored. Only the three commands change the breaker.
+One instance per dispatcher, used from its asyncio loop: every method runs to
 completion without awaiting, so no lock is needed.
 """
 
@@ -20,7 +22,6 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Callable
-from typing import Any
 
 _MAX_BACKOFF_FACTOR = 8
 
@@ -45,46 +46,51 @@ class CircuitBreaker:
         self._threshold = failure_threshold
         self._base_timeout = float(reset_timeout)
         self._clock = clock
-        self._state = CircuitState.CLOSED
         self._failures = 0
+        # Set while open (and half-open, which is "open, and the timeout has passed").
         self._opened_at: float | None = None
         self._timeout = self._base_timeout
         self._probe_started_at: float | None = None
 
+    # --- queries ----------------------------------------------------------------------
+
     @property
     def state(self) -> CircuitState:
-        """Current state; an OPEN circuit turns HALF_OPEN once its timeout has passed."""
-        if (
-            self._state is CircuitState.OPEN
-            and self._opened_at is not None
-            and self._clock() >= self._opened_at + self._timeout
-        ):
-            self._state = CircuitState.HALF_OPEN
-            self._probe_started_at = None
-        return self._state
+        """CLOSED, OPEN, or HALF_OPEN once an open circuit's timeout has passed."""
+        if self._opened_at is None:
+            return CircuitState.CLOSED
+        if self._clock() >= self._opened_at + self._timeout:
+            return CircuitState.HALF_OPEN
+        return CircuitState.OPEN
+
+    @property
+    def probe_allowed(self) -> bool:
+        """Half-open with no probe in flight: exactly one request may go now."""
+        return self.state is CircuitState.HALF_OPEN and not self._probe_in_flight()
+
+    @property
+    def retry_at(self) -> float | None:
+        """When an open circuit lets its next probe through (a value of ``clock``)."""
+        return None if self._opened_at is None else self._opened_at + self._timeout
 
     @property
     def reset_timeout(self) -> float:
         """The timeout currently in force (grows while probes keep failing)."""
         return self._timeout
 
-    def request_allowance(self) -> int | None:
-        """How many requests may start now: None = unlimited, 0 = none, 1 = one probe."""
-        state = self.state
-        if state is CircuitState.CLOSED:
-            return None
-        if state is CircuitState.OPEN:
-            return 0
-        return 0 if self._probe_in_flight() else 1
+    @property
+    def consecutive_failures(self) -> int:
+        return self._failures
 
-    def on_request_started(self) -> None:
-        """Mark the half-open probe as in flight so no second probe is let through."""
+    # --- commands ---------------------------------------------------------------------
+
+    def probe_started(self) -> None:
+        """The half-open probe is in flight: no second probe until it ends or times out."""
         if self.state is CircuitState.HALF_OPEN:
             self._probe_started_at = self._clock()
 
     def record_success(self) -> None:
         """The provider answered: close the circuit and forget past failures."""
-        self._state = CircuitState.CLOSED
         self._failures = 0
         self._opened_at = None
         self._timeout = self._base_timeout
@@ -102,22 +108,7 @@ class CircuitBreaker:
         # OPEN: a straggler that was in flight when the circuit opened. It must
         # not push the probe further away, so only the counter moves.
 
-    def snapshot(self) -> dict[str, Any]:
-        """State for health checks and metrics; times are values of ``clock``."""
-        state = self.state
-        retry_at = None
-        if state is not CircuitState.CLOSED and self._opened_at is not None:
-            retry_at = self._opened_at + self._timeout
-        return {
-            "state": state.value,
-            "consecutive_failures": self._failures,
-            "opened_at": self._opened_at,
-            "retry_at": retry_at,
-            "reset_timeout": self._timeout,
-        }
-
     def _open(self) -> None:
-        self._state = CircuitState.OPEN
         self._opened_at = self._clock()
         self._probe_started_at = None
 
@@ -125,9 +116,7 @@ class CircuitBreaker:
         # A probe whose outcome is never recorded (the caller crashed, or the
         # outcome was neither success nor failure) must not wedge the circuit
         # half-open forever: after one timeout another probe may go.
-        if self._probe_started_at is None:
-            return False
-        if self._clock() >= self._probe_started_at + self._timeout:
-            self._probe_started_at = None
-            return False
-        return True
+        return (
+            self._probe_started_at is not None
+            and self._clock() < self._probe_started_at + self._timeout
+        )

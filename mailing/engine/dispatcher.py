@@ -4,32 +4,40 @@ One dispatcher runs one asyncio loop for the HTTP calls and one thread for the d
 so responses keep arriving while a batch is being claimed or recorded. Database work is
 short transactions (claim, record); no transaction is open during an HTTP call.
 
-What stops sending: the provider refusing our credentials (shared by every worker through
-the database, probed once every AUTH_RETRY_SECONDS), the circuit breaker (per dispatcher,
-probed by single requests), a 429 (waits for Retry-After), the shared rate limit.
+The loop, one step per method: tick (the mailings' lifecycle, the shared credentials
+state), start sends (claim what the send gate allows), flush (record finished sends in a
+batch), wait (for an answer, or a moment when idle). What may be sent and when is the
+send gate's decision (``mailing.engine.gate``): 429 pauses, refused credentials, the
+circuit breaker, the concurrency window and the shared rate limit.
+
+Threads: the asyncio loop owns the gate, the report and the sends; the database thread
+owns nothing but what it is handed. Methods that run on the database thread are marked
+"(database thread)" and take a snapshot of what they need from the loop as arguments.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import os
 import random
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, connection
-from django.utils import timezone
 
 from mailing.engine import lifecycle, provider_state
-from mailing.engine.circuit import CircuitBreaker
+from mailing.engine.circuit import CircuitBreaker, CircuitState
+from mailing.engine.clock import SYSTEM_CLOCK, Clock
+from mailing.engine.gate import SendGate
 from mailing.engine.provider import HttpSendClient, Outcome, SendClient, SendResult
 from mailing.engine.queue import Claimed, RetryPolicy, claim_due, record_results
 from mailing.engine.send_health import SendHealthWindow
@@ -38,8 +46,9 @@ from ops import metrics
 
 logger = logging.getLogger("mailing.engine")
 
-RETRYABLE = (Outcome.RETRY,)
 HEALTH_STORE_SECONDS = 2.0
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +109,55 @@ class DispatchReport:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
 
 
+@dataclass(frozen=True, slots=True)
+class DispatcherStatus:
+    """A snapshot taken on the loop, handed to the tick hook (which runs on the database
+    thread): what the dispatcher's keeper may store or show."""
+
+    circuit_state: CircuitState
+    paused_for_credentials: bool
+    in_flight: int
+
+
+TickHook = Callable[[datetime, DispatcherStatus], bool]
+
+Finished = tuple[Claimed, SendResult | None]
+
+
+@dataclass
+class _Sends:
+    """This run's requests: in flight, and finished but not yet recorded (loop-owned)."""
+
+    in_flight: dict[asyncio.Task[SendResult | None], Claimed]
+    finished: list[Finished]
+    last_flush: float
+
+    def collect(self, done: set[asyncio.Task[SendResult | None]]) -> None:
+        for task in done:
+            self.finished.append((self.in_flight.pop(task), task.result()))
+
+
+@dataclass(frozen=True, slots=True)
+class _Ticked:
+    keep_running: bool
+    credentials_refused: bool  # what the shared provider state says
+
+
+class CredentialsChange(enum.Enum):
+    UNCHANGED = "unchanged"
+    REFUSED = "refused"  # a result was 401/403: sending pauses, for every worker
+    ACCEPTED = "accepted"  # an acceptance while paused: sending resumes, for every worker
+
+
+@dataclass(frozen=True, slots=True)
+class _Recorded:
+    saved: bool
+    credentials: CredentialsChange = CredentialsChange.UNCHANGED
+
+
+_NOT_RECORDED = _Recorded(saved=False)
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -108,32 +166,41 @@ class Dispatcher:
         client_factory: Callable[[DispatcherConfig], SendClient] = http_client_from_settings,
         worker_id: str | None = None,
         stop_event: threading.Event | None = None,
-        on_tick: Callable[[datetime], bool] | None = None,
-        clock: Callable[[], datetime] = timezone.now,
+        on_tick: TickHook | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.config = config or DispatcherConfig.from_settings()
         self.client_factory = client_factory
         self.worker_id = worker_id or new_worker_id()
-        self.stop_event = stop_event or threading.Event()
+        self.stop_event = stop_event or threading.Event()  # set from any thread
         self.on_tick = on_tick
         self.clock = clock
-        self.circuit = CircuitBreaker(
-            self.config.circuit_threshold, self.config.circuit_reset_seconds
+        # Owned by the asyncio loop.
+        self.gate = SendGate(
+            concurrency=self.config.concurrency,
+            rate_limit=self.config.rate_limit,
+            auth_retry_seconds=self.config.auth_retry_seconds,
+            circuit=CircuitBreaker(
+                self.config.circuit_threshold,
+                self.config.circuit_reset_seconds,
+                clock=clock.monotonic,
+            ),
+            clock=clock,
         )
         self.report = DispatchReport()
+        self._next_tick = 0.0
+        # Written by the loop, summarised by the database thread: locked inside.
+        self.send_health = SendHealthWindow(clock=clock.monotonic)
+        # Owned by the database thread.
         self._rng = random.Random()
-        self._auth_failed_at: datetime | None = None
-        self._last_auth_probe = 0.0
-        self._throttled_until = 0.0
+        self._health_stored_at = -HEALTH_STORE_SECONDS
         self._db_executor: ThreadPoolExecutor | None = None
-        self.send_health = SendHealthWindow()
-        self._health_stored_at = 0.0
 
     # --- public ---------------------------------------------------------------------
 
     def run(self, duration: float | None = None) -> DispatchReport:
         """Dispatch until ``duration`` seconds have passed or ``stop_event`` is set."""
-        deadline = None if duration is None else time.monotonic() + duration
+        deadline = None if duration is None else self.clock.monotonic() + duration
         self._db_executor = ThreadPoolExecutor(1, thread_name_prefix=f"db-{self.worker_id}")
         try:
             asyncio.run(self._main(deadline))
@@ -145,145 +212,104 @@ class Dispatcher:
     def stop(self) -> None:
         self.stop_event.set()
 
-    # --- loop -----------------------------------------------------------------------
-
-    async def _db(self, func, *args):
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._db_executor, func, *args)
-
-    async def _db_safely(self, what: str, func, *args):
-        """Run database work; a database outage is waited out, not fatal."""
-        try:
-            return await self._db(func, *args)
-        except (DatabaseError, InterfaceError) as exc:
-            logger.warning("database unavailable during %s: %s", what, exc)
-            await self._db(_close_connection)
-            await asyncio.sleep(1.0)
-            return None
-
-    def _should_stop(self, deadline: float | None) -> bool:
-        return self.stop_event.is_set() or (deadline is not None and time.monotonic() >= deadline)
+    # --- the loop -------------------------------------------------------------------
 
     async def _main(self, deadline: float | None) -> None:
         client = self.client_factory(self.config)
-        in_flight: dict[asyncio.Task, Claimed] = {}
-        finished: list[tuple[Claimed, SendResult | None]] = []
-        next_tick = 0.0
-        last_flush = time.monotonic()
+        sends = _Sends(in_flight={}, finished=[], last_flush=self.clock.monotonic())
         try:
             while not self._should_stop(deadline):
-                if time.monotonic() >= next_tick:
-                    if await self._db_safely("tick", self._tick) is False:
-                        logger.warning("dispatcher lost its slot; stopping")
-                        break
-                    next_tick = time.monotonic() + self.config.tick_interval
-                claimed = await self._claim_more(len(in_flight))
-                for claim in claimed:
-                    task = asyncio.create_task(self._send_one(client, claim))
-                    in_flight[task] = claim
-                now_mono = time.monotonic()
-                if finished and (
-                    not in_flight
-                    or len(finished) >= self.config.concurrency
-                    or now_mono - last_flush >= self.config.flush_interval
-                ):
-                    if await self._flush(finished):
-                        finished = []
-                    last_flush = now_mono
-                if in_flight:
-                    done, _ = await asyncio.wait(
-                        in_flight,
-                        timeout=self.config.idle_poll,
-                        return_when=asyncio.FIRST_COMPLETED,
-                    )
-                    for task in done:
-                        finished.append((in_flight.pop(task), task.result()))
-                elif not claimed:
-                    await asyncio.sleep(self.config.idle_poll)
+                if not await self._tick_if_due(sends):
+                    logger.warning("the dispatcher's keeper asked it to stop")
+                    break
+                started = await self._start_sends(client, sends)
+                await self._flush_if_due(sends)
+                await self._wait(sends, started)
         finally:
-            await self._drain(in_flight, finished)
+            await self._drain(sends)
             await client.close()
 
-    async def _drain(self, in_flight: dict, finished: list) -> None:
+    def _should_stop(self, deadline: float | None) -> bool:
+        return self.stop_event.is_set() or (
+            deadline is not None and self.clock.monotonic() >= deadline
+        )
+
+    async def _tick_if_due(self, sends: _Sends) -> bool:
+        """Run the tick every ``tick_interval``; False when the tick hook says stop."""
+        if self.clock.monotonic() < self._next_tick:
+            return True
+        status = self._status(sends)
+        unchanged = _Ticked(True, status.paused_for_credentials)
+        ticked = await self._db_safely("tick", unchanged, self._tick, status)
+        self._next_tick = self.clock.monotonic() + self.config.tick_interval
+        self.gate.credentials_seen(ticked.credentials_refused)
+        return ticked.keep_running
+
+    async def _start_sends(self, client: SendClient, sends: _Sends) -> int:
+        """Claim as many messages as the gate allows and start sending them; how many."""
+        allowance = self.gate.allowance(len(sends.in_flight))
+        if allowance.requests == 0:
+            return 0
+        claimed = await self._db_safely("claim", [], self._claim, allowance.requests)
+        if not claimed:
+            return 0
+        if allowance.probe is not None:
+            self.gate.probe_started(allowance.probe)
+        self.report.claimed += len(claimed)
+        for claim in claimed:
+            sends.in_flight[asyncio.create_task(self._send_one(client, claim))] = claim
+        return len(claimed)
+
+    async def _flush_if_due(self, sends: _Sends) -> None:
+        """Record finished sends once nothing is in flight, a window's worth is waiting,
+        or ``flush_interval`` has passed: batches stay large, results stay fresh."""
+        if not sends.finished:
+            return
+        now = self.clock.monotonic()
+        due = (
+            not sends.in_flight
+            or len(sends.finished) >= self.gate.concurrency
+            or now - sends.last_flush >= self.config.flush_interval
+        )
+        if due:
+            await self._flush(sends)
+            sends.last_flush = now
+
+    async def _wait(self, sends: _Sends, started: int) -> None:
+        """Wait for the next answer (briefly), or idle a moment when there is nothing to do."""
+        if sends.in_flight:
+            done, _ = await asyncio.wait(
+                sends.in_flight, timeout=self.config.idle_poll, return_when=asyncio.FIRST_COMPLETED
+            )
+            sends.collect(done)
+        elif not started:
+            await asyncio.sleep(self.config.idle_poll)
+
+    async def _drain(self, sends: _Sends) -> None:
         """On the way out: let in-flight calls end (bounded), hand back the rest, record all."""
-        if in_flight:
-            done, pending = await asyncio.wait(in_flight, timeout=self.config.total_timeout + 1)
-            for task in done:
-                finished.append((in_flight.pop(task), task.result()))
+        if sends.in_flight:
+            done, pending = await asyncio.wait(
+                sends.in_flight, timeout=self.config.total_timeout + 1
+            )
+            sends.collect(done)
             for task in pending:
                 task.cancel()
-                finished.append((in_flight.pop(task), None))
+                sends.finished.append((sends.in_flight.pop(task), None))
         for _ in range(3):
-            if not finished or await self._flush(finished):
+            if not sends.finished or await self._flush(sends):
                 return
         logger.error(
             "could not record %d results before stopping; their leases will expire and "
             "they will be retried",
-            len(finished),
+            len(sends.finished),
         )
 
-    # --- steps ----------------------------------------------------------------------
-
-    def _tick(self) -> bool:
-        now = self.clock()
-        if self.on_tick is not None and not self.on_tick(now):
-            return False
-        lifecycle.tick(now)
-        self._auth_failed_at = provider_state.unauthorized_since()
-        self._store_send_health(now)
-        return True
-
-    def _store_send_health(self, now: datetime) -> None:
-        """Every few seconds, the last minute's latency and errors onto our slot (if any)."""
-        if time.monotonic() - self._health_stored_at < HEALTH_STORE_SECONDS:
-            return
-        self._health_stored_at = time.monotonic()
-        health = self.send_health.summary()
-        DispatcherSlot.objects.filter(owner=self.worker_id).update(
-            send_requests=health["requests"],
-            send_p50_ms=health["p50_ms"],
-            send_p95_ms=health["p95_ms"],
-            send_error_rate=health["error_rate"],
-            send_health_at=now,
-        )
-
-    def _allowance(self, in_flight: int) -> int:
-        if time.monotonic() < self._throttled_until:
-            return 0
-        if self._auth_failed_at is not None:
-            # Credentials refused: one probe at a time, once per AUTH_RETRY_SECONDS.
-            due = time.monotonic() - self._last_auth_probe >= self.config.auth_retry_seconds
-            if in_flight or not due:
-                return 0
-            self._last_auth_probe = time.monotonic()
-            return 1
-        circuit = self.circuit.request_allowance()
-        if circuit is not None:
-            return 0 if in_flight else circuit
-        free = self.config.concurrency - in_flight
-        # Claim in sizeable batches: refill once half the slots are free.
-        return free if free >= max(1, self.config.concurrency // 2) or not in_flight else 0
-
-    async def _claim_more(self, in_flight: int) -> list[Claimed]:
-        wanted = self._allowance(in_flight)
-        if wanted <= 0:
-            return []
-        claimed = await self._db_safely("claim", self._claim, wanted)
-        if not claimed:
-            return []
-        if len(claimed) == 1 and self.circuit.request_allowance() == 1:
-            self.circuit.on_request_started()
-        self.report.claimed += len(claimed)
-        return claimed
-
-    def _claim(self, wanted: int) -> list[Claimed]:
-        now = self.clock()
-        permitted = provider_state.acquire_send_permits(wanted, self.config.rate_limit, now)
-        return claim_due(self.worker_id, permitted, now, self.config.lease)
+    # --- one send -------------------------------------------------------------------
 
     async def _send_one(self, client: SendClient, claim: Claimed) -> SendResult | None:
+        """The call, or None when the mailing ended before it could start."""
         # Checked at the last moment before the call: nothing is sent at or after the end.
-        if self.clock() >= claim.end_at:
+        if self.clock.now() >= claim.end_at:
             return None
         result = await client.send(claim.message)
         self._observe(result)
@@ -295,28 +321,86 @@ class Dispatcher:
         self.send_health.record(
             result.latency, result.outcome not in (Outcome.ACCEPTED, Outcome.REJECTED)
         )
-        if result.outcome in (Outcome.ACCEPTED, Outcome.REJECTED):
-            self.circuit.record_success()
-        elif result.outcome in RETRYABLE:
-            self.circuit.record_failure()
-        elif result.outcome == Outcome.THROTTLED:
-            pause = result.retry_after if result.retry_after is not None else 1.0
-            self._throttled_until = max(self._throttled_until, time.monotonic() + pause)
+        self.gate.observe(result)
 
-    async def _flush(self, finished: list[tuple[Claimed, SendResult | None]]) -> bool:
-        """Record the results; False (keep them for the next try) if the database is away."""
-        return bool(await self._db_safely("record", self._record, list(finished)))
+    async def _flush(self, sends: _Sends) -> bool:
+        """Record the finished sends; False (they are kept for the next try) if the
+        database is away."""
+        batch = list(sends.finished)
+        paused = self.gate.paused_for_credentials
+        recorded = await self._db_safely("record", _NOT_RECORDED, self._record, batch, paused)
+        if not recorded.saved:
+            return False
+        del sends.finished[: len(batch)]
+        if recorded.credentials is CredentialsChange.REFUSED:
+            self.gate.credentials_refused()
+        elif recorded.credentials is CredentialsChange.ACCEPTED:
+            self.gate.credentials_accepted()
+        return True
 
-    def _record(self, results: list[tuple[Claimed, SendResult | None]]) -> bool:
-        now = self.clock()
+    def _status(self, sends: _Sends) -> DispatcherStatus:
+        return DispatcherStatus(
+            circuit_state=self.gate.circuit.state,
+            paused_for_credentials=self.gate.paused_for_credentials,
+            in_flight=len(sends.in_flight),
+        )
+
+    # --- the database thread ----------------------------------------------------------
+
+    async def _db_safely(self, what: str, fallback: T, func: Callable[..., T], *args: Any) -> T:
+        """Run ``func`` on the database thread; during an outage, wait a moment and return
+        ``fallback`` (a database outage is waited out, never fatal)."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._db_executor, func, *args)
+        except (DatabaseError, InterfaceError) as exc:
+            logger.warning("database unavailable during %s: %s", what, exc)
+            await loop.run_in_executor(self._db_executor, _close_connection)
+            await asyncio.sleep(1.0)
+            return fallback
+
+    def _tick(self, status: DispatcherStatus) -> _Ticked:
+        """(database thread) The hook, the lifecycle, the shared credentials state."""
+        now = self.clock.now()
+        if self.on_tick is not None and not self.on_tick(now, status):
+            return _Ticked(False, status.paused_for_credentials)
+        lifecycle.tick(now)
+        refused = provider_state.unauthorized_since() is not None
+        self._store_send_health(now)
+        return _Ticked(True, refused)
+
+    def _store_send_health(self, now: datetime) -> None:
+        """(database thread) Every few seconds, the last minute's latency and errors onto
+        our slot (if any)."""
+        if self.clock.monotonic() - self._health_stored_at < HEALTH_STORE_SECONDS:
+            return
+        self._health_stored_at = self.clock.monotonic()
+        health = self.send_health.summary()
+        DispatcherSlot.objects.filter(owner=self.worker_id).update(
+            send_requests=health["requests"],
+            send_p50_ms=health["p50_ms"],
+            send_p95_ms=health["p95_ms"],
+            send_error_rate=health["error_rate"],
+            send_health_at=now,
+        )
+
+    def _claim(self, wanted: int) -> list[Claimed]:
+        """(database thread) Permits from the shared rate limit, then the claim."""
+        now = self.clock.now()
+        permitted = self.gate.take_rate_permits(wanted, now)
+        return claim_due(self.worker_id, permitted, now, self.config.lease)
+
+    def _record(self, results: list[Finished], paused_for_credentials: bool) -> _Recorded:
+        """(database thread) Write the results; pause or resume sending for every worker
+        when they show the credentials refused or working again."""
+        now = self.clock.now()
         record_results(self.worker_id, results, now, self.config.retry, self._rng)
         refused = [r for _, r in results if r is not None and r.outcome == Outcome.UNAUTHORIZED]
-        accepted = any(r is not None and r.outcome == Outcome.ACCEPTED for _, r in results)
         if refused:
             provider_state.mark_unauthorized(refused[0].detail, now)
-            self._auth_failed_at = now
-            self._last_auth_probe = time.monotonic()
-        elif accepted and self._auth_failed_at is not None:
+            return _Recorded(True, CredentialsChange.REFUSED)
+        accepted = any(r is not None and r.outcome == Outcome.ACCEPTED for _, r in results)
+        if accepted and paused_for_credentials:
             provider_state.clear_unauthorized()
-            self._auth_failed_at = None
-        return True
+            return _Recorded(True, CredentialsChange.ACCEPTED)
+        return _Recorded(True)
