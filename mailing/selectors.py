@@ -17,6 +17,7 @@ from mailing.models import (
     DispatcherSlot,
     Event,
     Mailing,
+    MailingStatus,
     Message,
     MessageStatus,
     ProviderState,
@@ -277,3 +278,43 @@ def events_for(
 def latest_events(events: QuerySet[Event], limit: int = TIMELINE_LENGTH) -> list[Event]:
     """The last ``limit`` events of a timeline, oldest first (a page shows the recent past)."""
     return list(reversed(events.order_by("-id")[:limit]))
+
+
+# --- Operations (the database gauges of /metrics) --------------------------------------
+
+
+def message_counter_totals() -> dict[str, int]:
+    """Messages by status, summed over every mailing's counters (one aggregate)."""
+    totals = Mailing.objects.aggregate(**{name: Sum(name) for name in COUNTER_FIELDS})
+    return {name: totals[name] or 0 for name in COUNTER_FIELDS}
+
+
+def mailing_counts_by_status() -> dict[str, int]:
+    """How many mailings are in each status (statuses with none are absent)."""
+    return dict(
+        Mailing.objects.order_by()
+        .values_list("status")
+        .annotate(n=Count("id"))
+        .values_list("status", "n")
+    )
+
+
+def due_message_count(now: datetime, cap: int) -> int:
+    """Pending messages of running mailings that are due at ``now``, counted up to ``cap``:
+    one bounded range scan of the partial due index per running mailing, never a full count."""
+    due = 0
+    running = Mailing.objects.filter(
+        status=MailingStatus.RUNNING, end_at__gt=now, pending__gt=0
+    ).values_list("id", flat=True)
+    for mailing_id in running:
+        if due >= cap:
+            break
+        due += (
+            Message.objects.filter(
+                mailing_id=mailing_id, status=MessageStatus.PENDING, next_attempt_at__lte=now
+            )
+            .order_by()
+            .values("id")[: cap - due]
+            .count()
+        )
+    return min(due, cap)

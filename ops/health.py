@@ -62,24 +62,3 @@ def health() -> tuple[bool, dict[str, str]]:
 def healthz(request: HttpRequest) -> JsonResponse:
     ok, report = health()
     return JsonResponse(report, status=200 if ok else 503)
-
-
-class ProbeMiddleware:
-    """Answers ``/healthz`` and ``/metrics`` before host validation and the HTTPS redirect.
-
-    Probes and scrapers address a pod by its IP (a Host not in ALLOWED_HOSTS) over plain
-    HTTP; they must not get 400 or 301. Both views stay what they are (/metrics keeps its
-    token check). Put it right after the metrics middleware, before SecurityMiddleware.
-    """
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest):
-        if request.path == "/healthz":
-            return healthz(request)
-        if request.path == "/metrics":
-            from ops.metrics import metrics_view
-
-            return metrics_view(request)
-        return self.get_response(request)

@@ -1,8 +1,8 @@
 """Structured logging: every line about a mailing, message or client carries their ids.
 
 Code logs with ``extra={"mailing_id": ..., "message_id": ..., "client_id": ...}``; a request
-id set by the middleware (or bound around a unit of work) is added to every line through a
-context variable, so one grep finds everything about one id.
+id bound by ops.request_ids (or around any unit of work, with ``bind``) is added to every
+line through a context variable, so one grep finds everything about one id.
 """
 
 from __future__ import annotations
@@ -11,11 +11,8 @@ import contextlib
 import contextvars
 import json
 import logging
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
-
-from django.http import HttpRequest, HttpResponse
 
 ID_FIELDS = ("request_id", "mailing_id", "message_id", "client_id")
 _bound: contextvars.ContextVar[dict[str, object] | None] = contextvars.ContextVar(
@@ -83,20 +80,3 @@ class TextFormatter(logging.Formatter):
         if fields:
             line += " " + " ".join(f"{key}={value}" for key, value in fields.items())
         return line
-
-
-class RequestIdMiddleware:
-    """Gives each HTTP request an id (or keeps the caller's X-Request-ID) for its log lines."""
-
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        incoming = request.headers.get("X-Request-ID", "")
-        request_id = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else None
-        request_id = request_id or uuid.uuid4().hex
-        request.request_id = request_id
-        with bind(request_id=request_id):
-            response = self.get_response(request)
-        response["X-Request-ID"] = request_id
-        return response

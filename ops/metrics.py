@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable, Iterator
 
 from django.conf import settings
-from django.db.models import Count, Sum
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from prometheus_client import (
@@ -84,64 +83,39 @@ class HttpMetricsMiddleware:
 
 
 class DatabaseCollector(Collector):
-    """Gauges read from the database at scrape time (cheap: O(mailings))."""
+    """Gauges read from the database at scrape time, through the selectors (cheap:
+    O(mailings), the due queue bounded by QUEUE_DEPTH_CAP)."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        from mailing.models import (
-            COUNTER_FIELDS,
-            DispatcherSlot,
-            Mailing,
-            MailingStatus,
-            Message,
-            ProviderState,
-        )
+        from mailing import selectors
+        from mailing.models import COUNTER_FIELDS, MailingStatus
 
+        now = timezone.now()
         messages = GaugeMetricFamily(
             "mailing_messages",
             "Messages by status, summed over every mailing's counters.",
             labels=["status"],
         )
-        totals = Mailing.objects.aggregate(**{name: Sum(name) for name in COUNTER_FIELDS})
+        totals = selectors.message_counter_totals()
         for name in COUNTER_FIELDS:
-            messages.add_metric([name], totals[name] or 0)
+            messages.add_metric([name], totals[name])
         yield messages
 
         mailings = GaugeMetricFamily("mailing_mailings", "Mailings by status.", labels=["status"])
-        by_status = dict(
-            Mailing.objects.order_by()
-            .values_list("status")
-            .annotate(n=Count("id"))
-            .values_list("status", "n")
-        )
+        by_status = selectors.mailing_counts_by_status()
         for status in MailingStatus.values:
             mailings.add_metric([status], by_status.get(status, 0))
         yield mailings
 
-        now = timezone.now()
-        due = 0
-        running = Mailing.objects.filter(
-            status=MailingStatus.RUNNING, end_at__gt=now, pending__gt=0
-        ).values_list("id", flat=True)
-        for mailing_id in running:
-            if due >= QUEUE_DEPTH_CAP:
-                break
-            # A bounded range scan of the partial due index of one mailing.
-            due += (
-                Message.objects.filter(
-                    mailing_id=mailing_id, status="pending", next_attempt_at__lte=now
-                )
-                .order_by()
-                .values("id")[: QUEUE_DEPTH_CAP - due]
-                .count()
-            )
         queue = GaugeMetricFamily(
             "mailing_queue_due_messages",
             f"Pending messages of running mailings that are due now (capped at "
             f"{QUEUE_DEPTH_CAP}: the cap means at least that many).",
         )
-        queue.add_metric([], min(due, QUEUE_DEPTH_CAP))
+        queue.add_metric([], selectors.due_message_count(now, QUEUE_DEPTH_CAP))
         yield queue
 
+        provider = selectors.provider_health(now)
         circuit = GaugeMetricFamily(
             "mailing_dispatcher_circuit_state",
             "1 for the current circuit-breaker state of each dispatcher slot, 0 otherwise.",
@@ -152,12 +126,13 @@ class DatabaseCollector(Collector):
             "Seconds since each dispatcher slot's last heartbeat.",
             labels=["slot"],
         )
-        for slot in DispatcherSlot.objects.order_by("slot"):
+        for slot in provider["dispatchers"]:
             for state in ("closed", "open", "half_open"):
-                circuit.add_metric([str(slot.slot), state], 1 if slot.circuit_state == state else 0)
-            if slot.heartbeat_at is not None:
-                age = max((now - slot.heartbeat_at).total_seconds(), 0.0)
-                heartbeat.add_metric([str(slot.slot)], age)
+                current = 1 if slot["circuit_state"] == state else 0
+                circuit.add_metric([str(slot["slot"]), state], current)
+            if slot["heartbeat_at"] is not None:
+                age = max((now - slot["heartbeat_at"]).total_seconds(), 0.0)
+                heartbeat.add_metric([str(slot["slot"])], age)
         yield circuit
         yield heartbeat
 
@@ -165,8 +140,7 @@ class DatabaseCollector(Collector):
             "mailing_provider_paused_for_credentials",
             "1 while the send API refuses our token and sending is paused, else 0.",
         )
-        refused = ProviderState.objects.filter(pk=1, auth_failed_at__isnull=False).exists()
-        paused.add_metric([], 1 if refused else 0)
+        paused.add_metric([], 1 if provider["paused_for_credentials"] else 0)
         yield paused
 
 

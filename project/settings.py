@@ -75,11 +75,16 @@ INSTALLED_APPS = [
     "allauth.socialaccount.providers.openid_connect",
 ]
 
+# Operations first: every response is counted, probes are answered before host checks and
+# redirects (ops.probes), then security headers and the request id; the sign-in rate limit
+# refuses floods before sessions are loaded.
 MIDDLEWARE = [
     "ops.metrics.HttpMetricsMiddleware",
-    "ops.health.ProbeMiddleware",
+    "ops.probes.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "ops.logging.RequestIdMiddleware",
+    "ops.security.ContentSecurityPolicyMiddleware",
+    "ops.request_ids.RequestIdMiddleware",
+    "ops.security.SignInRateLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -89,6 +94,7 @@ MIDDLEWARE = [
     "allauth.account.middleware.AccountMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "dashboard.middleware.StaffTimezoneMiddleware",
+    "ops.security.IdentityProviderUnavailableMiddleware",
 ]
 
 AUTHENTICATION_BACKENDS = [
@@ -249,9 +255,9 @@ if not PROMETHEUS_MULTIPROC_DIR:
 
 # Security. Cookies are HTTPS-only and HSTS is sent whenever DEBUG is off; the redirect to
 # HTTPS is opt-in (production sets SECURE_SSL_REDIRECT=1) so that tests and plain-HTTP
-# development are not redirected. /healthz and /metrics are exempt: probes speak plain HTTP.
+# development are not redirected. /healthz and /metrics are answered before it (probes
+# speak plain HTTP): see ops.probes.
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 if env_bool("SECURE_PROXY_SSL_HEADER", False):
     # Behind a TLS-terminating proxy (ingress) that sets X-Forwarded-Proto.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -317,15 +323,6 @@ LOGIN_RATE_LIMIT = int(env_number("LOGIN_RATE_LIMIT", 20, int))
 LOGIN_RATE_WINDOW_SECONDS = int(env_number("LOGIN_RATE_WINDOW_SECONDS", 300, int))
 LOGIN_RATE_LIMIT_PATHS = ("/accounts/", "/sign-in/")
 TRUST_X_FORWARDED_FOR = env_bool("TRUST_X_FORWARDED_FOR", False)
-MIDDLEWARE.insert(
-    MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
-    "ops.security.ContentSecurityPolicyMiddleware",
-)
-MIDDLEWARE.insert(
-    MIDDLEWARE.index("ops.logging.RequestIdMiddleware") + 1,
-    "ops.security.SignInRateLimitMiddleware",
-)
-MIDDLEWARE.append("ops.security.IdentityProviderUnavailableMiddleware")
 # The sign-in counter must be shared by every web process: Redis when there is one.
 CACHES = {
     "default": (

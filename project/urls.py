@@ -6,8 +6,6 @@ from django.urls import include, path
 from ninja.openapi.views import openapi_view
 
 from mailing.api import api
-from ops.health import healthz
-from ops.metrics import metrics_view
 
 # The admin signs in like the staff UI, through the identity provider (no local passwords).
 admin.site.login = secure_admin_login(admin.site.login)
@@ -17,8 +15,8 @@ urlpatterns = [
     path("api/v1/", api.urls),
     # Swagger UI with its assets from ninja's static files (no CDN); public, like the schema.
     path("docs/", partial(openapi_view, api=api), name="api-docs"),
-    path("healthz", healthz, name="healthz"),
-    path("metrics", metrics_view, name="metrics"),
+    # /healthz and /metrics (answered early by ops.probes.ProbeMiddleware).
+    path("", include("ops.probes")),
     # Staff UI and its sign-in (django-allauth, OpenID Connect).
     path("accounts/", include("allauth.urls")),
     path("", include("dashboard.urls")),

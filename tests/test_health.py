@@ -134,3 +134,16 @@ def test_probes_by_pod_ip_are_answered_whatever_the_host(client, settings):
     assert client.get("/metrics", HTTP_HOST="10.1.2.3:8000").status_code == 401
     # Anything else from an unknown host is still refused.
     assert client.get("/api/v1/stats", HTTP_HOST="10.1.2.3:8000").status_code == 400
+
+
+def test_the_probe_routes_are_declared_once():
+    from django.urls import reverse
+
+    assert (reverse("healthz"), reverse("metrics")) == ("/healthz", "/metrics")
+    declared = [
+        path
+        for package in ("project", "mailing", "dashboard", "ops")
+        for path in Path(settings.BASE_DIR, package).rglob("*.py")
+        if 'path("healthz"' in path.read_text() or 'path("metrics"' in path.read_text()
+    ]
+    assert [p.relative_to(settings.BASE_DIR).as_posix() for p in declared] == ["ops/probes.py"]

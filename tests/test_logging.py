@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -69,6 +70,23 @@ def test_request_id_is_returned_and_kept(client):
     assert response["X-Request-ID"] == "req-42"
     generated = client.get("/api/v1/openapi.json")["X-Request-ID"]
     assert len(generated) == 32
+    kept = "A-z.0_9-" + "x" * 56  # 64 characters of the accepted set
+    assert client.get("/api/v1/openapi.json", HTTP_X_REQUEST_ID=kept)["X-Request-ID"] == kept
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        "x" * 65,
+        "abc mailing_id=7",  # a forged field in the text format
+        'abc" "level": "ERROR',
+        "abc\u2028next line",
+        "é",
+    ],
+)
+def test_a_request_id_outside_the_safe_set_is_replaced(client, forged):
+    answered = client.get("/api/v1/openapi.json", HTTP_X_REQUEST_ID=forged)["X-Request-ID"]
+    assert answered != forged and re.fullmatch(r"[0-9a-f]{32}", answered)
 
 
 def test_log_format_json_setting_emits_json_lines():
