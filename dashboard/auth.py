@@ -8,15 +8,20 @@ verified e-mail is in one of ``OIDC_ALLOWED_EMAIL_DOMAINS`` or its ``groups`` cl
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlencode
 
 from allauth.account.adapter import DefaultAccountAdapter
 from allauth.core.exceptions import ImmediateHttpResponse
 from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
 from django.conf import settings
+from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import render, resolve_url
 
 logger = logging.getLogger("dashboard.auth")
+
+# The one identity provider of the staff UI (SOCIALACCOUNT_PROVIDERS' provider_id).
+OIDC_PROVIDER_ID = "sso"
 
 
 def identity_claims(extra_data: dict) -> dict:
@@ -76,8 +81,48 @@ class StaffOnlySocialAccountAdapter(DefaultSocialAccountAdapter):
         return user
 
 
+# The provider's end_session_endpoint, from its discovery document, for an hour.
+END_SESSION_CACHE_KEY = "dashboard.auth.end_session_endpoint"
+END_SESSION_CACHE_SECONDS = 3600
+
+
+def end_session_endpoint(request: HttpRequest) -> str:
+    """Where the identity provider ends its own session ("" when it has no such endpoint
+    or cannot be asked right now: the sign-out then ends our session only)."""
+    cached = cache.get(END_SESSION_CACHE_KEY)
+    if cached is not None:
+        return cached
+    from allauth.socialaccount.providers.openid_connect.views import OpenIDConnectOAuth2Adapter
+
+    try:
+        config = OpenIDConnectOAuth2Adapter(request, OIDC_PROVIDER_ID).openid_config
+    except Exception:  # the provider is down or misconfigured: sign out locally anyway
+        logger.warning("identity provider discovery failed; local sign-out only", exc_info=True)
+        return ""
+    endpoint = str(config.get("end_session_endpoint") or "")
+    cache.set(END_SESSION_CACHE_KEY, endpoint, END_SESSION_CACHE_SECONDS)
+    return endpoint
+
+
 class NoLocalAccountAdapter(DefaultAccountAdapter):
     """No local sign-up: accounts only come from the identity provider."""
 
     def is_open_for_signup(self, request) -> bool:
         return False
+
+    def get_logout_redirect_url(self, request: HttpRequest) -> str:
+        """Sign-out ends the identity provider's session too (OpenID Connect RP-Initiated
+        Logout), so the next "Continue" asks for the password instead of signing straight
+        back in; the provider then sends the browser back to our sign-in page."""
+        local = super().get_logout_redirect_url(request)
+        endpoint = end_session_endpoint(request)
+        if not endpoint:
+            return local
+        app = settings.SOCIALACCOUNT_PROVIDERS["openid_connect"]["APPS"][0]
+        query = urlencode(
+            {
+                "client_id": app["client_id"],
+                "post_logout_redirect_uri": request.build_absolute_uri(resolve_url(local)),
+            }
+        )
+        return f"{endpoint}{'&' if '?' in endpoint else '?'}{query}"

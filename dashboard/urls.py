@@ -1,4 +1,6 @@
+from django.templatetags.static import static
 from django.urls import path
+from django.views.generic import RedirectView
 
 from dashboard.views import account, clients, exports, mailings, messages, overview, tokens
 
@@ -6,6 +8,8 @@ app_name = "dashboard"
 
 urlpatterns = [
     path("", overview.home, name="home"),
+    # Browsers ask for /favicon.ico whatever the page says.
+    path("favicon.ico", RedirectView.as_view(url=static("favicon.svg"), permanent=True)),
     path("sign-in/", account.sign_in, name="sign_in"),
     path("preferences/timezone/", account.set_timezone, name="set_timezone"),
     path("partials/overview/", overview.overview_partial, name="overview_partial"),

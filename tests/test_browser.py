@@ -63,6 +63,9 @@ def start_oidc_provider(callback: str, deadline: float = 30.0) -> tuple[ChildPro
                 CLIENT_SECRET,
                 "--redirect-uri",
                 callback,
+                # Sign-out ends the provider's session, then comes back to sign-in.
+                "--post-logout-redirect-uri",
+                callback.split("/accounts/", 1)[0] + "/sign-in/",
             ],
             cwd=OIDC_DIR,
         )
@@ -168,9 +171,17 @@ def test_oidc_round_trip_sign_in_refusal_and_sign_out(page, live_server, sso):
     user = get_user_model().objects.get(email="demo@example.com")
     assert user.is_staff
     page.get_by_role("button", name="Sign out").click()
+    # Signing out ends the identity provider's session too (RP-initiated logout) ...
+    expect(page.get_by_text("Sign out of the identity provider too?")).to_be_visible()
+    page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    assert page.url.startswith(f"{live_server.url}/sign-in/")
     page.goto(f"{live_server.url}/clients/")
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    # ... so "Continue" asks for the password again instead of signing straight back in.
+    page.get_by_role("button", name="Continue with").click()
+    expect(page.get_by_role("heading", name="Development identity provider")).to_be_visible()
+    expect(page.get_by_label("Password")).to_be_visible()
 
 
 def test_build_mailing_with_live_preview_and_watch_it_finish(

@@ -78,6 +78,7 @@ PUBLIC = {
     "docs/",
     "healthz",
     "metrics",
+    "favicon.ico",
 }
 
 
@@ -664,13 +665,19 @@ def test_csv_import_of_100000_rows_takes_seconds(transactional_db):
 def test_issue_shows_key_once_and_revoke(web, staff):
     url = reverse("dashboard:tokens")
     response = post(web, url, {"name": "CRM sync"}, page=url)
-    assert response.status_code == 200
-    key = response.context["new_key"]
-    assert key.startswith("mls_") and key in response.content.decode()
-    assert response["Cache-Control"] == "no-store"
+    # POST-redirect-GET: the key is shown by the page the redirect leads to, once.
+    assert response.status_code == 302
+    assert response["Location"] == url + "#new-token"
+    shown = web.get(url)
+    key = shown.context["new_key"]
+    assert key.startswith("mls_") and key in shown.content.decode()
+    assert 'data-copy-from="new-key"' in shown.content.decode()
+    assert shown["Cache-Control"] == "no-store"
     token = ApiToken.objects.get(user=staff)
+    # A reload shows the token in the list, not its key, and issues nothing.
     again = web.get(url).content.decode()
     assert key not in again and token.prefix in again
+    assert ApiToken.objects.filter(user=staff).count() == 1
     api = HttpClient()
     assert api.get("/api/v1/mailings", HTTP_AUTHORIZATION=f"Bearer {key}").status_code == 200
     post(web, reverse("dashboard:token_revoke", args=[token.pk]), {}, page=url)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -13,25 +13,32 @@ from dashboard.views.common import redirect_page, staff_required
 from mailing.models import ApiToken
 from mailing.tokens import issue_token, revoke_token
 
+# The key of a token just issued waits here for the one page view that shows it.
+NEW_KEY_SESSION = "ui_new_token_key"
+
 
 @staff_required
 @require_http_methods(["GET", "POST"])
 def tokens(request):
-    new_key = None
+    """Issuing is POST-redirect-GET: the key is kept in the session for exactly one page
+    view, so a reload shows nothing new and issues nothing."""
     form = ui_forms.TokenForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            _token, new_key = issue_token(request.user, form.cleaned_data["name"])
+            token, key = issue_token(request.user, form.cleaned_data["name"])
         except ValidationError as error:
             ui_forms.apply_service_errors(form, error, {})
         else:
-            form = ui_forms.TokenForm()
+            request.session[NEW_KEY_SESSION] = {"id": token.pk, "key": key}
+            return redirect(reverse("dashboard:tokens") + "#new-token")
+    new = request.session.pop(NEW_KEY_SESSION, None) if request.method == "GET" else None
     response = render(
         request,
         "dashboard/tokens.html",
         {
             "form": form,
-            "new_key": new_key,
+            "new_key": new["key"] if new else None,
+            "new_token_id": new["id"] if new else None,
             "tokens": ApiToken.objects.filter(user=request.user).order_by("-id"),
         },
     )

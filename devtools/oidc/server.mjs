@@ -67,7 +67,12 @@ const provider = new Provider(issuer, {
     profile: ['name', 'preferred_username'],
     groups: ['groups'],
   },
-  features: { devInteractions: { enabled: false } },
+  features: {
+    devInteractions: { enabled: false },
+    // RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0): the mailing service's
+    // sign-out sends the browser here, the session ends, the browser goes back.
+    rpInitiatedLogout: { enabled: true, logoutSource },
+  },
   interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
   async findAccount(ctx, id) {
     const user = USERS[id];
@@ -89,6 +94,28 @@ const provider = new Provider(issuer, {
   },
 });
 provider.proxy = false;
+
+// The provider's own confirmation step of a sign-out (it asks, as real providers do when
+// the request carries no ID token); `form` is the provider's hidden form to submit.
+async function logoutSource(ctx, form) {
+  ctx.body = `<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Sign out - development identity provider</title>
+<style>
+body{font:16px/1.5 system-ui,sans-serif;background:#eef2f7;margin:0;display:grid;place-items:center;min-height:100vh}
+main{background:#fff;padding:2rem;border-radius:12px;box-shadow:0 4px 24px #0002;width:min(22rem,90vw)}
+h1{font-size:1.25rem;margin:0 0 .25rem}p{color:#556;margin:.25rem 0 1rem}
+button{margin-top:.75rem;width:100%;padding:.7rem;border:0;border-radius:6px;background:#2453c7;color:#fff;font:inherit;font-weight:600}
+button.secondary{background:#e3e7ef;color:#223}
+button:focus{outline:3px solid #7aa7ff;outline-offset:1px}
+</style></head><body><main>
+<h1>Development identity provider</h1>
+<p>Sign out of the identity provider too? The next sign-in will ask for your password.</p>
+${form}
+<button autofocus type="submit" form="op.logoutForm" value="yes" name="logout">Sign out</button>
+<button class="secondary" type="submit" form="op.logoutForm">Stay signed in here</button>
+</main></body></html>`;
+}
 
 const escape = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 

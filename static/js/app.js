@@ -10,13 +10,34 @@
     out.parentElement.classList.toggle("over", !isNaN(max) && textarea.value.length > max);
   }
 
+  // Copy a field's value (a new API token) and say so where a screen reader hears it.
+  function copyFrom(button) {
+    var id = button.getAttribute("data-copy-from");
+    var field = document.getElementById(id);
+    var status = document.querySelector('[data-copy-status="' + id + '"]');
+    if (!field) return;
+    function done(ok) {
+      if (status) status.textContent = ok ? "Copied to the clipboard." : "Copy failed: select the token and copy it by hand.";
+      if (ok) button.textContent = button.getAttribute("data-copied-text") || "Copied";
+    }
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(field.value).then(function () { done(true); }, function () { done(false); });
+    } else {
+      field.focus();
+      field.select();
+      var ok = false;
+      try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
+      done(ok);
+    }
+  }
+
   function init(root) {
     root.querySelectorAll("textarea[data-count-max]").forEach(function (el) {
       updateCount(el);
       el.addEventListener("input", function () { updateCount(el); });
     });
-    root.querySelectorAll("select[data-autosubmit]").forEach(function (el) {
-      el.addEventListener("change", function () { el.form.submit(); });
+    root.querySelectorAll("[data-copy-from]").forEach(function (button) {
+      button.addEventListener("click", function () { copyFrom(button); });
     });
     root.querySelectorAll("[data-select-on-focus]").forEach(function (el) {
       el.addEventListener("focus", function () { el.select(); });

@@ -72,6 +72,12 @@ class Command(BaseCommand):
                 "--client-secret",
                 settings.OIDC_CLIENT_SECRET,
                 *[arg for url in sorted(callbacks) for arg in ("--redirect-uri", url)],
+                # Signing out ends the provider's session too, then comes back to sign-in.
+                *[
+                    arg
+                    for name in sorted({host, "127.0.0.1", "localhost"})
+                    for arg in ("--post-logout-redirect-uri", f"http://{name}:{port}/sign-in/")
+                ],
             ]
         commands["q2 worker"] = [*manage, "qcluster"]
         commands["web"] = [*manage, "runserver", f"{host}:{port}", "--noreload"]
