@@ -95,20 +95,27 @@ const provider = new Provider(issuer, {
 });
 provider.proxy = false;
 
-// The provider's own confirmation step of a sign-out (it asks, as real providers do when
-// the request carries no ID token); `form` is the provider's hidden form to submit.
-async function logoutSource(ctx, form) {
-  ctx.body = `<!doctype html><html lang="en"><head><meta charset="utf-8">
+// The head of the provider's own pages (login, logout), in one look.
+function pageHead(title, extraStyle = '') {
+  return `<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Sign out - development identity provider</title>
+<title>${title} - development identity provider</title>
 <style>
 body{font:16px/1.5 system-ui,sans-serif;background:#eef2f7;margin:0;display:grid;place-items:center;min-height:100vh}
 main{background:#fff;padding:2rem;border-radius:12px;box-shadow:0 4px 24px #0002;width:min(22rem,90vw)}
 h1{font-size:1.25rem;margin:0 0 .25rem}p{color:#556;margin:.25rem 0 1rem}
-button{margin-top:.75rem;width:100%;padding:.7rem;border:0;border-radius:6px;background:#2453c7;color:#fff;font:inherit;font-weight:600}
-button.secondary{background:#e3e7ef;color:#223}
-button:focus{outline:3px solid #7aa7ff;outline-offset:1px}
-</style></head><body><main>
+label{display:block;font-weight:600;margin-top:.75rem}
+input{width:100%;box-sizing:border-box;padding:.6rem;border:1px solid #99a;border-radius:6px;font:inherit}
+input:focus,button:focus{outline:3px solid #7aa7ff;outline-offset:1px}
+button{margin-top:1.25rem;width:100%;padding:.7rem;border:0;border-radius:6px;background:#2453c7;color:#fff;font:inherit;font-weight:600}
+${extraStyle}
+</style></head><body><main>`;
+}
+
+// The provider's own confirmation step of a sign-out (it asks, as real providers do when
+// the request carries no ID token); `form` is the provider's hidden form to submit.
+async function logoutSource(ctx, form) {
+  ctx.body = `${pageHead('Sign out', 'button.secondary{background:#e3e7ef;color:#223;margin-top:.5rem}')}
 <h1>Development identity provider</h1>
 <p>Sign out of the identity provider too? The next sign-in will ask for your password.</p>
 ${form}
@@ -120,19 +127,7 @@ ${form}
 const escape = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
 function loginPage(uid, error = '', login = '') {
-  return `<!doctype html><html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Sign in - development identity provider</title>
-<style>
-body{font:16px/1.5 system-ui,sans-serif;background:#eef2f7;margin:0;display:grid;place-items:center;min-height:100vh}
-main{background:#fff;padding:2rem;border-radius:12px;box-shadow:0 4px 24px #0002;width:min(22rem,90vw)}
-h1{font-size:1.25rem;margin:0 0 .25rem}p{color:#556;margin:.25rem 0 1rem}
-label{display:block;font-weight:600;margin-top:.75rem}
-input{width:100%;box-sizing:border-box;padding:.6rem;border:1px solid #99a;border-radius:6px;font:inherit}
-input:focus,button:focus{outline:3px solid #7aa7ff;outline-offset:1px}
-button{margin-top:1.25rem;width:100%;padding:.7rem;border:0;border-radius:6px;background:#2453c7;color:#fff;font:inherit;font-weight:600}
-.error{color:#b00020;font-weight:600}
-</style></head><body><main>
+  return `${pageHead('Sign in', '.error{color:#b00020;font-weight:600}')}
 <h1>Development identity provider</h1>
 <p>Sign in with a demo identity (for example <code>demo</code> / <code>demo-password</code>).</p>
 ${error ? `<p class="error" role="alert">${escape(error)}</p>` : ''}
