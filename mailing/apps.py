@@ -6,4 +6,5 @@ class MailingConfig(AppConfig):
     verbose_name = "Mailings"
 
     def ready(self) -> None:
-        from mailing import signals  # noqa: F401  (connects the django-q2 worker hooks)
+        from mailing import signals  # noqa: F401  (connects the report schedule hook)
+        from mailing.engine.runtime import signals as runtime  # noqa: F401  (dispatcher hooks)

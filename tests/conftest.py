@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from devtools.provider import FaultConfig, StandInServer
 from mailing.engine.clock import Clock
-from mailing.engine.dispatcher import Dispatcher, DispatcherConfig
+from mailing.engine.dispatcher import Dispatcher, DispatcherConfig, TickHook
 from mailing.engine.provider import HttpSendClient
 from mailing.engine.queue import RetryPolicy
 from mailing.models import Client
@@ -237,10 +237,13 @@ def dispatcher_factory(provider) -> Iterator[Callable[..., DispatcherThread]]:
         config: DispatcherConfig = FAST_CONFIG,
         base_url: str | None = None,
         clock: Clock | None = None,
+        on_tick: TickHook | None = None,
         **changes,
     ):
         config = dataclasses.replace(config, **changes) if changes else config
-        extra = {"clock": clock} if clock is not None else {}
+        extra: dict[str, object] = {"on_tick": on_tick}
+        if clock is not None:
+            extra["clock"] = clock
         thread = DispatcherThread(base_url or provider.base_url, config, **extra).start()
         started.append(thread)
         return thread

@@ -41,12 +41,9 @@ from mailing.engine.gate import SendGate
 from mailing.engine.provider import HttpSendClient, Outcome, SendClient, SendResult
 from mailing.engine.queue import Claimed, RetryPolicy, claim_due, record_results
 from mailing.engine.send_health import SendHealthWindow
-from mailing.models import DispatcherSlot
 from ops import metrics
 
 logger = logging.getLogger("mailing.engine")
-
-HEALTH_STORE_SECONDS = 2.0
 
 T = TypeVar("T")
 
@@ -117,6 +114,7 @@ class DispatcherStatus:
     circuit_state: CircuitState
     paused_for_credentials: bool
     in_flight: int
+    send_health: SendHealthWindow  # live, not a copy: safe from any thread
 
 
 TickHook = Callable[[datetime, DispatcherStatus], bool]
@@ -189,11 +187,10 @@ class Dispatcher:
         )
         self.report = DispatchReport()
         self._next_tick = 0.0
-        # Written by the loop, summarised by the database thread: locked inside.
+        # Written by the loop, summarised by the tick hook (database thread): locked inside.
         self.send_health = SendHealthWindow(clock=clock.monotonic)
         # Owned by the database thread.
         self._rng = random.Random()
-        self._health_stored_at = -HEALTH_STORE_SECONDS
         self._db_executor: ThreadPoolExecutor | None = None
 
     # --- public ---------------------------------------------------------------------
@@ -343,6 +340,7 @@ class Dispatcher:
             circuit_state=self.gate.circuit.state,
             paused_for_credentials=self.gate.paused_for_credentials,
             in_flight=len(sends.in_flight),
+            send_health=self.send_health,
         )
 
     # --- the database thread ----------------------------------------------------------
@@ -366,23 +364,7 @@ class Dispatcher:
             return _Ticked(False, status.paused_for_credentials)
         lifecycle.tick(now)
         refused = provider_state.unauthorized_since() is not None
-        self._store_send_health(now)
         return _Ticked(True, refused)
-
-    def _store_send_health(self, now: datetime) -> None:
-        """(database thread) Every few seconds, the last minute's latency and errors onto
-        our slot (if any)."""
-        if self.clock.monotonic() - self._health_stored_at < HEALTH_STORE_SECONDS:
-            return
-        self._health_stored_at = self.clock.monotonic()
-        health = self.send_health.summary()
-        DispatcherSlot.objects.filter(owner=self.worker_id).update(
-            send_requests=health["requests"],
-            send_p50_ms=health["p50_ms"],
-            send_p95_ms=health["p95_ms"],
-            send_error_rate=health["error_rate"],
-            send_health_at=now,
-        )
 
     def _claim(self, wanted: int) -> list[Claimed]:
         """(database thread) Permits from the shared rate limit, then the claim."""

@@ -17,6 +17,8 @@ SLOT_TTL = timedelta(seconds=15)
 # A live dispatcher renews every tick (0.5 s); one silent for this long is presumed gone.
 SILENCE = timedelta(seconds=3)
 ENQUEUE_DEBOUNCE = timedelta(seconds=30)
+# How often a dispatcher's last minute of send health is written onto its slot.
+HEALTH_STORE_SECONDS = 2.0
 
 
 def _ensure_rows(count: int) -> None:
@@ -67,3 +69,14 @@ def renew_slot(slot: int, owner: str, now: datetime, circuit_state: str) -> bool
 
 def release_slot(slot: int, owner: str) -> None:
     DispatcherSlot.objects.filter(slot=slot, owner=owner).update(lease_until=None)
+
+
+def store_send_health(owner: str, health: dict[str, float | int | None], now: datetime) -> None:
+    """The last minute's latency and errors of the send API, for the staff UI."""
+    DispatcherSlot.objects.filter(owner=owner).update(
+        send_requests=health["requests"],
+        send_p50_ms=health["p50_ms"],
+        send_p95_ms=health["p95_ms"],
+        send_error_rate=health["error_rate"],
+        send_health_at=now,
+    )
