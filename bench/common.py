@@ -36,6 +36,8 @@ PYTHON = sys.executable
 MANAGE = str(ROOT / "manage.py")
 DEFAULT_ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 PROBE_TOKEN = "bench-token"
+# The stand-in's admin routes want their own token (the development default: loopback only).
+STAND_IN_ADMIN = {"Authorization": "Bearer dev-admin-token"}
 _NAME_RE = re.compile(r"^bench_[a-z0-9_]+$")
 
 
@@ -174,10 +176,17 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-def http_json(url: str, data: dict[str, Any] | None = None, timeout: float = 5.0) -> Any:
+def http_json(
+    url: str,
+    data: dict[str, Any] | None = None,
+    timeout: float = 5.0,
+    headers: dict[str, str] | None = None,
+) -> Any:
     body = None if data is None else json.dumps(data).encode()
     method = "GET" if data is None else "POST"
-    request = urllib.request.Request(url, data=body, method=method)  # noqa: S310 - loopback
+    request = urllib.request.Request(  # noqa: S310 - loopback
+        url, data=body, method=method, headers=headers or {}
+    )
     with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
         return json.loads(response.read() or b"null")
 
@@ -454,13 +463,17 @@ class StandIn:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def stats(self) -> dict[str, Any]:
-        return http_json(f"http://127.0.0.1:{self.port}/_admin/stats", timeout=2.0)
+        return http_json(f"{self.admin}/stats", timeout=2.0, headers=STAND_IN_ADMIN)
 
     def configure(self, **config: Any) -> None:
-        http_json(f"http://127.0.0.1:{self.port}/_admin/config", config)
+        http_json(f"{self.admin}/config", config, headers=STAND_IN_ADMIN)
 
     def reset(self) -> None:
-        http_json(f"http://127.0.0.1:{self.port}/_admin/reset", {})
+        http_json(f"{self.admin}/reset", {}, headers=STAND_IN_ADMIN)
+
+    @property
+    def admin(self) -> str:
+        return f"http://127.0.0.1:{self.port}/_admin"
 
 
 # --- data ---------------------------------------------------------------------------

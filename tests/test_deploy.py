@@ -143,11 +143,11 @@ def test_compose_runs_migrations_once_before_web_and_worker(compose):
 def test_compose_commands_and_ports(compose):
     services = compose["services"]
     commands = management_commands()
-    for name in ("migrate", "worker", "provider"):
+    for name in ("migrate", "worker"):
         command = services[name]["command"]
         assert command[:2] == ["python", "manage.py"] and command[2] in commands
-    assert services["provider"]["command"][2:] == [
-        "fake_provider", "--host", "0.0.0.0", "--port", "8081"
+    assert services["provider"]["command"] == [
+        "python", "-m", "devtools.provider", "--host", "0.0.0.0", "--port", "8081"
     ]  # fmt: skip
     assert "8000:8000" in services["web"]["ports"]
     assert "8081:8081" in services["provider"]["ports"]

@@ -76,11 +76,14 @@ def raw_send_request(msg_id: int) -> bytes:
     return head.encode() + body
 
 
-def admin(server: StandInServer, name: str, payload: Any = None) -> requests.Response:
+def admin(
+    server: StandInServer, name: str, payload: Any = None, *, authorised: bool = True
+) -> requests.Response:
     url = f"{server.admin_url}/{name}"
+    headers = server.admin_headers if authorised else {}
     if payload is None and name in {"stats", "accepted", "config"}:
-        return requests.get(url, timeout=5)
-    return requests.post(url, json=payload, timeout=5)
+        return requests.get(url, headers=headers, timeout=5)
+    return requests.post(url, json=payload, headers=headers, timeout=5)
 
 
 @pytest.fixture
@@ -389,6 +392,62 @@ def test_config_can_change_at_runtime(server: StandInServer) -> None:
 
 
 @pytest.mark.parametrize(
+    ("name", "payload"),
+    [("stats", None), ("accepted", None), ("config", None), ("config", {}), ("reset", {})],
+)
+@pytest.mark.parametrize("header", [None, "Bearer wrong", f"Bearer {TOKEN}"])
+def test_admin_routes_need_the_admin_token(
+    server: StandInServer, name: str, payload: Any, header: str | None
+) -> None:
+    send(server, 1)
+    url = f"{server.admin_url}/{name}"
+    headers = {"Authorization": header} if header else {}
+    if payload is None:
+        response = requests.get(url, headers=headers, timeout=5)
+    else:
+        response = requests.post(url, json=payload, headers=headers, timeout=5)
+    # Not even the send token opens them; nothing is revealed or changed.
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert "79161234567" not in response.text
+    assert server.recorder.accepted == 1
+
+
+def test_healthz_is_public_and_says_nothing_else(server: StandInServer) -> None:
+    send(server, 1)
+    response = requests.get(server.base_url.removesuffix("/v1") + "/healthz", timeout=5)
+    assert (response.status_code, response.json()) == (200, {"status": "ok"})
+
+
+def test_the_config_never_shows_the_token(server: StandInServer) -> None:
+    shown = admin(server, "config").json()
+    changed = admin(server, "config", {"token": "rotated-secret"}).json()
+    assert "token" not in shown and "token" not in changed
+    assert TOKEN not in json.dumps(shown) and "rotated-secret" not in json.dumps(changed)
+    assert send(server, 1, token="rotated-secret").json() == OK
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["manage.py", "fake_provider"], ["-m", "devtools.provider"]],
+    ids=["manage.py", "python-m"],
+)
+def test_listening_beyond_loopback_needs_an_admin_token_of_its_own(command: list[str]) -> None:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings"}
+    env.pop("STAND_IN_ADMIN_TOKEN", None)
+    result = subprocess.run(
+        [sys.executable, *command, "--host", "0.0.0.0", "--port", "0"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "admin token" in result.stderr
+
+
+@pytest.mark.parametrize(
     "payload",
     [
         {"bogus": 1},
@@ -485,7 +544,8 @@ def test_config_from_cli_options() -> None:
 )
 def test_cli_serves_until_sigterm(command: list[str]) -> None:
     port = free_port()
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings", "PROBE_TOKEN": "cli-token"}
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings"}
+    env["STAND_IN_TOKEN"] = "cli-token"
     proc = subprocess.Popen(
         [sys.executable, *command, "--port", str(port), "--latency-ms", "1"],
         cwd=REPO_ROOT,
@@ -505,7 +565,7 @@ def test_cli_serves_until_sigterm(command: list[str]) -> None:
                 return requests.post(
                     url,
                     json={"id": 1, "phone": PHONE, "text": "hi"},
-                    # The token defaults to PROBE_TOKEN (via settings for manage.py).
+                    # The token defaults to STAND_IN_TOKEN (via settings for manage.py).
                     headers={"Authorization": "Bearer cli-token"},
                     timeout=2,
                 )

@@ -21,9 +21,11 @@ The stand-in does not de-duplicate: every delivery of the same id is recorded ag
 admin stats show exactly how many times a client caused a message to be delivered.
 
 Routes: ``POST /v1/send/{msgId}`` (the fault model), ``POST /scenario/{name}/v1/send/{msgId}``
-(one scenario), and the admin routes ``GET /_admin/stats``, ``GET /_admin/accepted``,
-``GET|POST /_admin/config`` (POST a JSON object of FaultConfig fields to change them at
-runtime), ``POST /_admin/reset`` (clears the recorder).
+(one scenario), ``GET /healthz`` (public, for health checks), and the admin routes, which need
+``Authorization: Bearer <admin token>`` (never the send token): ``GET /_admin/stats``,
+``GET /_admin/accepted``, ``GET|POST /_admin/config`` (POST a JSON object of FaultConfig
+fields to change them at runtime; the token is never shown), ``POST /_admin/reset`` (clears
+the recorder).
 """
 
 from devtools.provider.faults import DEFAULT_TOKEN, FaultConfig, updated_config

@@ -7,11 +7,16 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from devtools.provider.faults import DEFAULT_TOKEN, FaultConfig, config_fields
-from devtools.provider.server import DEFAULT_HOST, DEFAULT_PORT, run_forever
+from devtools.provider.faults import (
+    DEFAULT_ADMIN_TOKEN,
+    DEFAULT_TOKEN,
+    FaultConfig,
+    config_fields,
+)
+from devtools.provider.server import DEFAULT_HOST, DEFAULT_PORT, check_exposure, run_forever
 
 _HELP_DEFAULTS = FaultConfig()
 
@@ -27,7 +32,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="default %(default)s")
     parser.add_argument(
-        "--token", default=None, help="expected bearer token (default: PROBE_TOKEN)"
+        "--token",
+        default=None,
+        help="the send token it expects (default: STAND_IN_TOKEN, else a development value)",
+    )
+    parser.add_argument(
+        "--admin-token",
+        default=None,
+        help="bearer token of the /_admin routes (default: STAND_IN_ADMIN_TOKEN, else a "
+        "development value, which is refused beyond loopback)",
     )
     parser.add_argument(
         "--latency-ms", type=float, help=f"added to every answer (default {d.latency_ms})"
@@ -87,6 +100,36 @@ def config_from_options(options: Mapping[str, Any]) -> FaultConfig:
     return FaultConfig(**changes)
 
 
+def apply_token_defaults(options: dict[str, Any]) -> None:
+    """Tokens not given on the command line come from STAND_IN_TOKEN and
+    STAND_IN_ADMIN_TOKEN, else the development defaults; never from PROBE_TOKEN."""
+    if options.get("token") is None:
+        options["token"] = os.environ.get("STAND_IN_TOKEN") or DEFAULT_TOKEN
+    if options.get("admin_token") is None:
+        options["admin_token"] = os.environ.get("STAND_IN_ADMIN_TOKEN") or DEFAULT_ADMIN_TOKEN
+
+
+def prepare(options: dict[str, Any]) -> FaultConfig:
+    """Fill in the token defaults and check the options: the config to serve, or
+    ValueError (a bad fault value, the default admin token beyond loopback)."""
+    apply_token_defaults(options)
+    config = config_from_options(options)
+    check_exposure(options["host"], options["admin_token"])
+    return config
+
+
+def serve(config: FaultConfig, options: Mapping[str, Any], ready: Callable[[str], None]) -> None:
+    """Serve ``config`` as the options say until SIGINT/SIGTERM; ``ready`` gets the URL."""
+    run_forever(
+        config,
+        options["host"],
+        options["port"],
+        options["record"],
+        admin_token=options["admin_token"],
+        ready=ready,
+    )
+
+
 def format_banner(base_url: str, config: FaultConfig) -> str:
     """The one line printed at start: what to set PROBE_URL to, and what will go wrong."""
     faults = config.active_faults()
@@ -102,11 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_arguments(parser)
     parser.add_argument("--log-level", default="INFO", help="default %(default)s")
     options = vars(parser.parse_args(argv))
-    if options["token"] is None:
-        # Mirrors settings.PROBE_TOKEN without needing Django.
-        options["token"] = os.environ.get("PROBE_TOKEN") or DEFAULT_TOKEN
     try:
-        config = config_from_options(options)
+        config = prepare(options)
     except ValueError as exc:
         parser.error(str(exc))
     logging.basicConfig(
@@ -117,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_banner(base_url, config), flush=True)
 
     try:
-        run_forever(config, options["host"], options["port"], options["record"], ready=announce)
+        serve(config, options, announce)
     except OSError as exc:  # A taken port or an unwritable --record file: no traceback.
         print(f"error: {exc}", file=sys.stderr)
         return 1

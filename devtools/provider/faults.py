@@ -29,9 +29,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-# The send token the stand-in expects when none is given: the development default of
-# settings.PROBE_TOKEN, so an out-of-the-box development setup just works.
+# The stand-in's own tokens when none are given: public development values (settings
+# STAND_IN_TOKEN and STAND_IN_ADMIN_TOKEN). The stand-in never needs the real send token.
 DEFAULT_TOKEN = "dev-token"  # noqa: S105 - a well-known development token, not a secret
+DEFAULT_ADMIN_TOKEN = "dev-admin-token"  # noqa: S105 - likewise
 
 RATE_FIELDS = (
     "error_rate",
@@ -138,6 +139,12 @@ class FaultConfig:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["outages"] = [list(window) for window in self.outages]
+        return data
+
+    def public_dict(self) -> dict[str, Any]:
+        """The config as the admin routes show it: everything but the token."""
+        data = self.to_dict()
+        del data["token"]
         return data
 
     def active_faults(self) -> dict[str, Any]:

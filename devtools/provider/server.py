@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from devtools.provider.faults import (
+    DEFAULT_ADMIN_TOKEN,
     DRIP_INTERVAL_SECONDS,
     ERROR_RESPONSES,
     MALFORMED_BODIES,
@@ -215,6 +216,11 @@ async def _handle_scenario(request: web.Request) -> web.StreamResponse:
 # --- the admin routes -----------------------------------------------------------------------
 
 
+async def _handle_healthz(request: web.Request) -> web.Response:
+    """Public and empty of data: for health checks that hold no admin token."""
+    return web.json_response({"status": "ok"})
+
+
 async def _handle_stats(request: web.Request) -> web.Response:
     return web.json_response(request.app[STATE_KEY].recorder.stats())
 
@@ -224,7 +230,7 @@ async def _handle_accepted(request: web.Request) -> web.Response:
 
 
 async def _handle_get_config(request: web.Request) -> web.Response:
-    return web.json_response(request.app[STATE_KEY].config.to_dict())
+    return web.json_response(request.app[STATE_KEY].config.public_dict())
 
 
 async def _handle_set_config(request: web.Request) -> web.Response:
@@ -240,7 +246,7 @@ async def _handle_set_config(request: web.Request) -> web.Response:
     except (ValueError, TypeError) as exc:
         return _json_error(400, str(exc))
     state.set_config(config)
-    return web.json_response(config.to_dict())
+    return web.json_response(config.public_dict())
 
 
 async def _handle_reset(request: web.Request) -> web.Response:
@@ -276,11 +282,35 @@ async def _release_held_requests(app: web.Application) -> None:
     app[STATE_KEY].scenarios.release()
 
 
+def _admin_guard(admin_token: str) -> Callable[..., Any]:
+    """The admin routes need their own bearer token (never the send token): they change
+    how the stand-in answers and list the phone numbers it was sent."""
+    expected = f"Bearer {admin_token}".encode()
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Callable[..., Any]) -> web.StreamResponse:
+        if request.path.startswith("/_admin/"):
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                response = _json_error(401, "the admin routes need the stand-in's admin token")
+                response.headers["WWW-Authenticate"] = 'Bearer realm="stand-in admin"'
+                return response
+        return await handler(request)
+
+    return guard
+
+
 def build_app(
-    config: FaultConfig, recorder: Recorder | None = None, scenarios: Scenarios | None = None
+    config: FaultConfig,
+    recorder: Recorder | None = None,
+    scenarios: Scenarios | None = None,
+    *,
+    admin_token: str = DEFAULT_ADMIN_TOKEN,
 ) -> web.Application:
     """The aiohttp application. Outages need a listener (StandInServer or run_forever)."""
-    app = web.Application()
+    if not admin_token:
+        raise ValueError("the admin token must not be empty")
+    app = web.Application(middlewares=[_admin_guard(admin_token)])
     app[STATE_KEY] = ProviderState(
         config,
         recorder if recorder is not None else Recorder(),
@@ -288,6 +318,7 @@ def build_app(
     )
     app.router.add_post("/v1/send/{msgId}", _handle_send)
     app.router.add_post("/scenario/{scenario}/v1/send/{msgId}", _handle_scenario)
+    app.router.add_get("/healthz", _handle_healthz)
     app.router.add_get("/_admin/stats", _handle_stats)
     app.router.add_get("/_admin/accepted", _handle_accepted)
     app.router.add_get("/_admin/config", _handle_get_config)
@@ -444,14 +475,19 @@ class StandInServer:
         record_path: str | os.PathLike[str] | None = None,
         recorder: Recorder | None = None,
         gate_target: int = 1,
+        admin_token: str = DEFAULT_ADMIN_TOKEN,
         shutdown_timeout: float = 1.0,
     ) -> None:
         self.host = host
         self.port = port
+        self.admin_token = admin_token
         self.recorder = recorder if recorder is not None else Recorder(record_path)
         self.scenarios = Scenarios(gate_target=gate_target)
         self._app = build_app(
-            config if config is not None else FaultConfig(), self.recorder, self.scenarios
+            config if config is not None else FaultConfig(),
+            self.recorder,
+            self.scenarios,
+            admin_token=admin_token,
         )
         self._shutdown_timeout = shutdown_timeout
         self._listener: Listener | None = None
@@ -466,6 +502,11 @@ class StandInServer:
     @property
     def admin_url(self) -> str:
         return self.base_url.removesuffix("/v1") + "/_admin"
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """The Authorization header the admin routes want."""
+        return {"Authorization": f"Bearer {self.admin_token}"}
 
     def scenario_url(self, name: str) -> str:
         """The PROBE_URL of one scenario (see devtools.provider.scenarios)."""
@@ -563,20 +604,40 @@ class StandInServer:
         self.stop()
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def check_exposure(host: str, admin_token: str) -> None:
+    """Refuse to listen beyond loopback with the public default admin token: whoever can
+    reach the port could rewrite the stand-in's behaviour and read the numbers it was sent."""
+    if host not in LOOPBACK_HOSTS and admin_token == DEFAULT_ADMIN_TOKEN:
+        raise ValueError(
+            f"listening on {host} needs an admin token of its own "
+            "(--admin-token or STAND_IN_ADMIN_TOKEN), not the development default"
+        )
+
+
 def run_forever(
     config: FaultConfig,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     record_path: str | os.PathLike[str] | None = None,
     *,
+    admin_token: str = DEFAULT_ADMIN_TOKEN,
     ready: Callable[[str], None] | None = None,
     shutdown_timeout: float = 1.0,
 ) -> None:
     """Serve in the foreground until SIGINT/SIGTERM, then stop listening and flush; returns.
 
-    ``ready`` is called with the base URL once the port is listening.
+    ``ready`` is called with the base URL once the port is listening. ValueError when
+    ``host`` is not loopback and ``admin_token`` is the development default.
     """
-    asyncio.run(_serve_until_signalled(config, host, port, record_path, ready, shutdown_timeout))
+    check_exposure(host, admin_token)
+    asyncio.run(
+        _serve_until_signalled(
+            config, host, port, record_path, admin_token, ready, shutdown_timeout
+        )
+    )
 
 
 async def _serve_until_signalled(
@@ -584,6 +645,7 @@ async def _serve_until_signalled(
     host: str,
     port: int,
     record_path: str | os.PathLike[str] | None,
+    admin_token: str,
     ready: Callable[[str], None] | None,
     shutdown_timeout: float,
 ) -> None:
@@ -594,7 +656,8 @@ async def _serve_until_signalled(
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signum, stop.set)
     recorder = Recorder(record_path)
-    listener = Listener(build_app(config, recorder), host, port, shutdown_timeout)
+    app = build_app(config, recorder, admin_token=admin_token)
+    listener = Listener(app, host, port, shutdown_timeout)
     try:
         await listener.start()
         url = base_url(host, listener.port)

@@ -1,18 +1,18 @@
 """``manage.py fake_provider``: run the local stand-in of the external send API.
 
 A thin wrapper: the stand-in lives in devtools.provider (usable without Django, see
-``python -m devtools.provider``); this only adds Django's defaults (the token from
-settings.PROBE_TOKEN) and Django's error reporting.
+``python -m devtools.provider``, whose options and token defaults it shares: STAND_IN_TOKEN
+and STAND_IN_ADMIN_TOKEN, never the real PROBE_TOKEN); this only adds Django's error
+reporting.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from devtools.provider import cli, run_forever
+from devtools.provider import cli
 
 
 class Command(BaseCommand):
@@ -28,10 +28,8 @@ class Command(BaseCommand):
         cli.add_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["token"] is None:
-            options["token"] = settings.PROBE_TOKEN
         try:
-            config = cli.config_from_options(options)
+            config = cli.prepare(options)
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
 
@@ -40,6 +38,6 @@ class Command(BaseCommand):
             self.stdout.flush()  # stdout is a pipe under a supervisor or a test.
 
         try:
-            run_forever(config, options["host"], options["port"], options["record"], ready=announce)
+            cli.serve(config, options, announce)
         except OSError as exc:  # A taken port or an unwritable --record file: no traceback.
             raise CommandError(str(exc)) from exc

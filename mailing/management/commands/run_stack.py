@@ -13,6 +13,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 
+from devtools.provider import cli
 from mailing.models import ApiToken
 from mailing.tokens import issue_token, revoke_token
 
@@ -49,11 +50,15 @@ class Command(BaseCommand):
         self, *args, host, port, probe_port, no_provider, oidc_port, no_oidc, **options
     ) -> None:
         env = dict(os.environ)
+        stand_in_tokens: dict[str, str] = {}
+        cli.apply_token_defaults(stand_in_tokens)  # the stand-in's own, from STAND_IN_*
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         commands: dict[str, list[str]] = {}
         if not no_provider:
             env["PROBE_URL"] = f"http://127.0.0.1:{probe_port}/v1"
-            env.setdefault("PROBE_TOKEN", settings.PROBE_TOKEN)
+            # The workers talk to the stand-in with the stand-in's own token: a real
+            # PROBE_TOKEN in this shell never reaches it.
+            env["PROBE_TOKEN"] = stand_in_tokens["token"]
             commands["send API stand-in"] = [*manage, "fake_provider", "--port", str(probe_port)]
         if not no_oidc:
             # The development identity provider for the staff UI's sign-in (devtools/oidc).
@@ -91,7 +96,13 @@ class Command(BaseCommand):
         }
         self.stdout.write(
             f"\nMailing service: http://{host}:{port}/  API docs: http://{host}:{port}/docs/\n"
-            f"Send API: {env.get('PROBE_URL', settings.PROBE_URL)}\n"
+            f"Send API: {env.get('PROBE_URL', settings.PROBE_URL)}"
+            + (
+                "  (stand-in; its /_admin routes want "
+                f'"Authorization: Bearer {stand_in_tokens["admin_token"]}")\n'
+                if not no_provider
+                else "\n"
+            )
             + (
                 f"Staff UI sign-in: development OIDC provider at {env['OIDC_ISSUER_URL']}; "
                 f"demo staff: {OIDC_DEMO_LOGIN}\n"
