@@ -22,6 +22,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from mailing import sql
+from mailing.actors import Actor
 from mailing.models import Event, Message, MessageStatus
 from mailing.rules import ERROR_MAX_LENGTH
 
@@ -39,6 +40,8 @@ MAILING_STARTED = "mailing.started"
 MAILING_FANNED_OUT = "mailing.fanned_out"
 MAILING_MESSAGES_EXPIRED = "mailing.messages_expired"
 MAILING_FINISHED = "mailing.finished"
+TOKEN_ISSUED = "token.issued"  # noqa: S105 (an event kind)
+TOKEN_REVOKED = "token.revoked"  # noqa: S105
 # Message kinds: one per attempt outcome, then the final statuses set without an attempt.
 MESSAGE_SEND_PREFIX = "message.send_"  # + accepted / rejected / retry / throttled / unauthorized
 MESSAGE_EXPIRED = "message.expired"
@@ -62,9 +65,13 @@ def record(
     message_id: int | None = None,
     client_id: int | None = None,
     at: datetime | None = None,
+    actor: Actor | None = None,
     **data: object,
 ) -> Event:
-    """One event (services and lifecycle steps: a handful per user action or tick)."""
+    """One event (services and lifecycle steps: a handful per user action or tick).
+
+    ``actor`` is who did it, for what staff do; None for what the service does by itself.
+    """
     return Event.objects.create(
         kind=kind,
         mailing_id=mailing_id,
@@ -72,7 +79,15 @@ def record(
         client_id=client_id,
         at=at or timezone.now(),
         data=data,
+        **actor_columns(actor),
     )
+
+
+def actor_columns(actor: Actor | None) -> dict[str, object]:
+    """An actor as the event's columns (also for bulk-built events)."""
+    if actor is None:
+        return {}
+    return {"actor_id": actor.user_id, "actor_name": actor.name, "actor_token": actor.token}
 
 
 def record_attempts(rows: Iterable[tuple[int, int, int | None, object]], at: datetime) -> None:

@@ -344,10 +344,29 @@ class Event(models.Model):
     client_id = models.BigIntegerField(null=True, blank=True)
     at = models.DateTimeField()
     data = models.JSONField(default=dict, blank=True)
+    # Who did it (mailing.actors.Actor): the staff member, and the API token if one was used.
+    # Empty for what the service does by itself. Database defaults, so the engine's
+    # hand-written bulk INSERTs (mailing.sql) need not name these columns.
+    actor_id = models.BigIntegerField(null=True, blank=True)
+    actor_name = models.CharField(
+        max_length=rules.ACTOR_NAME_MAX_LENGTH, blank=True, default="", db_default=""
+    )
+    actor_token = models.CharField(
+        max_length=rules.TOKEN_NAME_MAX_LENGTH, blank=True, default="", db_default=""
+    )
 
     class Meta:
         ordering = ["id"]
         indexes = [
+            # The Activity page: staff actions only (few), newest first, or one person's.
+            models.Index(
+                fields=["-id"], condition=Q(actor_id__isnull=False), name="event_staff_idx"
+            ),
+            models.Index(
+                fields=["actor_id", "-id"],
+                condition=Q(actor_id__isnull=False),
+                name="event_actor_idx",
+            ),
             # Partial indexes: the mailing timeline skips its (many) message events, so the
             # engine's per-attempt inserts only touch the message and client indexes.
             models.Index(

@@ -17,6 +17,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from mailing import events, rules
+from mailing.actors import Actor
 from mailing.models import Client, Mailing, MailingStatus, Message, MessageStatus
 from mailing.rules import (
     OPERATOR_CODE_LENGTH,
@@ -109,7 +110,12 @@ def _save_client(client: Client) -> Client:
 
 
 def create_client(
-    *, phone: str, timezone: str, operator_code: str | None = None, tag: str = ""
+    *,
+    phone: str,
+    timezone: str,
+    operator_code: str | None = None,
+    tag: str = "",
+    actor: Actor | None = None,
 ) -> Client:
     fields: dict[str, object] = {
         "phone": phone,
@@ -123,7 +129,7 @@ def create_client(
         raise ValidationError({"phone": ["A client with this phone already exists."]})
     with transaction.atomic():
         client = _save_client(Client(**fields))
-        events.record(events.CLIENT_CREATED, client_id=client.pk, **fields)
+        events.record(events.CLIENT_CREATED, client_id=client.pk, actor=actor, **fields)
     logger.info("client created", extra={"client_id": client.pk})
     return client
 
@@ -131,7 +137,7 @@ def create_client(
 CLIENT_FIELDS = ("phone", "operator_code", "tag", "timezone")
 
 
-def update_client(client: Client, **changes: object) -> Client:
+def update_client(client: Client, *, actor: Actor | None = None, **changes: object) -> Client:
     unknown = set(changes) - set(CLIENT_FIELDS)
     if unknown:
         raise ValidationError({name: ["Unknown field."] for name in sorted(unknown)})
@@ -153,6 +159,7 @@ def update_client(client: Client, **changes: object) -> Client:
         events.record(
             events.CLIENT_UPDATED,
             client_id=client.pk,
+            actor=actor,
             changes={name: fields[name] for name in sorted(changes)},
         )
     logger.info(
@@ -162,7 +169,7 @@ def update_client(client: Client, **changes: object) -> Client:
     return client
 
 
-def delete_client(client: Client) -> None:
+def delete_client(client: Client, *, actor: Actor | None = None) -> None:
     client_id = client.pk
     with transaction.atomic():
         cancelled = cancel_messages_of_client(client_id, timezone_now())
@@ -170,6 +177,7 @@ def delete_client(client: Client) -> None:
         events.record(
             events.CLIENT_DELETED,
             client_id=client_id,
+            actor=actor,
             phone=client.phone,
             cancelled_messages=cancelled,
         )
@@ -251,6 +259,7 @@ def create_mailing(
     tags: list[str] | tuple[str, ...] = (),
     send_window: SendWindow | None = None,
     now: datetime | None = None,
+    actor: Actor | None = None,
 ) -> Mailing:
     """Create a mailing; one inside its period starts at once (the engine fans it out)."""
     now = now or timezone_now()
@@ -277,7 +286,13 @@ def create_mailing(
             status=MailingStatus.SCHEDULED,
             **_window_fields(send_window),
         )
-        events.record(events.MAILING_CREATED, mailing_id=mailing.pk, at=now, status=mailing.status)
+        events.record(
+            events.MAILING_CREATED,
+            mailing_id=mailing.pk,
+            at=now,
+            actor=actor,
+            status=mailing.status,
+        )
         start_if_due(mailing.pk, now)
     mailing.refresh_from_db()
     logger.info(
@@ -288,7 +303,13 @@ def create_mailing(
     return mailing
 
 
-def update_mailing(mailing: Mailing, *, now: datetime | None = None, **changes: object) -> Mailing:
+def update_mailing(
+    mailing: Mailing,
+    *,
+    now: datetime | None = None,
+    actor: Actor | None = None,
+    **changes: object,
+) -> Mailing:
     now = now or timezone_now()
     unknown = set(changes) - set(rules.MAILING_FIELDS)
     if unknown:
@@ -335,6 +356,7 @@ def update_mailing(mailing: Mailing, *, now: datetime | None = None, **changes: 
             events.MAILING_UPDATED,
             mailing_id=mailing.pk,
             at=now,
+            actor=actor,
             changed=sorted(really_changed),
             status=mailing.status,
         )
@@ -358,23 +380,23 @@ def _transition(mailing: Mailing, action: Action) -> None:
         raise StateConflict(rules.refusal(mailing.status, action))
 
 
-def pause_mailing(mailing: Mailing) -> Mailing:
+def pause_mailing(mailing: Mailing, *, actor: Actor | None = None) -> Mailing:
     _transition(mailing, Action.PAUSE)
-    events.record(events.MAILING_PAUSED, mailing_id=mailing.pk)
+    events.record(events.MAILING_PAUSED, mailing_id=mailing.pk, actor=actor)
     logger.info("mailing paused", extra={"mailing_id": mailing.pk})
     mailing.refresh_from_db()
     return mailing
 
 
-def resume_mailing(mailing: Mailing) -> Mailing:
+def resume_mailing(mailing: Mailing, *, actor: Actor | None = None) -> Mailing:
     _transition(mailing, Action.RESUME)
-    events.record(events.MAILING_RESUMED, mailing_id=mailing.pk)
+    events.record(events.MAILING_RESUMED, mailing_id=mailing.pk, actor=actor)
     logger.info("mailing resumed", extra={"mailing_id": mailing.pk})
     mailing.refresh_from_db()
     return mailing
 
 
-def cancel_mailing(mailing: Mailing) -> Mailing:
+def cancel_mailing(mailing: Mailing, *, actor: Actor | None = None) -> Mailing:
     now = timezone_now()
     with transaction.atomic():
         _transition(mailing, Action.CANCEL)
@@ -382,7 +404,11 @@ def cancel_mailing(mailing: Mailing) -> Mailing:
             mailing.pk, MessageStatus.CANCELLED, now, reason=Reason.MAILING_CANCELLED
         )
         events.record(
-            events.MAILING_CANCELLED, mailing_id=mailing.pk, at=now, cancelled_messages=cancelled
+            events.MAILING_CANCELLED,
+            mailing_id=mailing.pk,
+            at=now,
+            actor=actor,
+            cancelled_messages=cancelled,
         )
     logger.info(
         "mailing cancelled; %d pending messages cancelled",
@@ -393,12 +419,14 @@ def cancel_mailing(mailing: Mailing) -> Mailing:
     return mailing
 
 
-def delete_mailing(mailing: Mailing) -> None:
+def delete_mailing(mailing: Mailing, *, actor: Actor | None = None) -> None:
     """Stop the mailing (no further sends), then delete it with its messages."""
     mailing_id = mailing.pk
     with transaction.atomic():
         if mailing.is_active:
             Mailing.objects.filter(pk=mailing_id).update(status=MailingStatus.CANCELLED)
         mailing.delete()
-        events.record(events.MAILING_DELETED, mailing_id=mailing_id, status=mailing.status)
+        events.record(
+            events.MAILING_DELETED, mailing_id=mailing_id, actor=actor, status=mailing.status
+        )
     logger.info("mailing deleted", extra={"mailing_id": mailing_id})

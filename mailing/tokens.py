@@ -13,9 +13,12 @@ from datetime import timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from mailing import events
+from mailing.actors import Actor
 from mailing.models import ApiToken
 from mailing.rules import TOKEN_NAME_MAX_LENGTH
 
@@ -32,7 +35,9 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def issue_token(user: AbstractBaseUser, name: str) -> tuple[ApiToken, str]:
+def issue_token(
+    user: AbstractBaseUser, name: str, *, actor: Actor | None = None
+) -> tuple[ApiToken, str]:
     """Create a token for ``user``; returns the row and the raw key (shown once, never stored)."""
     name = name.strip() if isinstance(name, str) else ""
     if not name or len(name) > TOKEN_NAME_MAX_LENGTH or not name.isprintable():
@@ -40,9 +45,11 @@ def issue_token(user: AbstractBaseUser, name: str) -> tuple[ApiToken, str]:
             {"name": [f"A token name is 1 to {TOKEN_NAME_MAX_LENGTH} printable characters."]}
         )
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    token = ApiToken.objects.create(
-        user=user, name=name, prefix=key[:PREFIX_LENGTH], key_hash=hash_key(key)
-    )
+    with transaction.atomic():
+        token = ApiToken.objects.create(
+            user=user, name=name, prefix=key[:PREFIX_LENGTH], key_hash=hash_key(key)
+        )
+        events.record(events.TOKEN_ISSUED, actor=actor, **_token_data(token))
     logger.info(
         "API token issued",
         extra={"token_id": token.pk, "token_prefix": token.prefix, "user_id": user.pk},
@@ -50,17 +57,33 @@ def issue_token(user: AbstractBaseUser, name: str) -> tuple[ApiToken, str]:
     return token, key
 
 
-def revoke_token(token: ApiToken) -> ApiToken:
+def _token_data(token: ApiToken) -> dict[str, object]:
+    return {"token_id": token.pk, "name": token.name, "prefix": token.prefix}
+
+
+def revoke_token(token: ApiToken, *, actor: Actor | None = None) -> ApiToken:
     """Revoke a token (idempotent: a second revoke keeps the first time)."""
     now = timezone.now()
-    if ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=now):
+    with transaction.atomic():
+        revoked = ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
+            revoked_at=now
+        )
+        if revoked:
+            events.record(events.TOKEN_REVOKED, at=now, actor=actor, **_token_data(token))
+    if revoked:
         logger.info("API token revoked", extra={"token_id": token.pk, "token_prefix": token.prefix})
     token.refresh_from_db(fields=["revoked_at"])
     return token
 
 
 def authenticate_key(key: str) -> AbstractBaseUser | None:
-    """The active staff user owning this live key, or None.
+    """The active staff user owning this live key, or None."""
+    token = authenticate_token(key)
+    return token.user if token is not None else None
+
+
+def authenticate_token(key: str) -> ApiToken | None:
+    """The live token of this key, owned by an active staff user (``token.user``), or None.
 
     Marks the token used, at most once a minute (a conditional UPDATE, so busy clients do
     not write on every request).
@@ -84,4 +107,4 @@ def authenticate_key(key: str) -> AbstractBaseUser | None:
         ApiToken.objects.filter(pk=token.pk).filter(
             Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_RESOLUTION)
         ).update(last_used_at=now)
-    return token.user
+    return token

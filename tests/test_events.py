@@ -226,7 +226,16 @@ def test_event_endpoints(client, api_headers):
         {"changes": {"tag": "t1"}},
     ]
     item = body["items"][0]
-    assert set(item) == {"id", "kind", "at", "mailing_id", "message_id", "client_id", "data"}
+    assert set(item) == {
+        "id",
+        "kind",
+        "at",
+        "mailing_id",
+        "message_id",
+        "client_id",
+        "data",
+        "actor",
+    }
 
     assert client.get(f"/api/v1/clients/{person.pk}/events").status_code == 401
     assert client.get("/api/v1/clients/999999/events", **api_headers).status_code == 404

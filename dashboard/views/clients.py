@@ -16,6 +16,7 @@ from dashboard.filters import ClientFilter
 from dashboard.tables import ClientTable
 from dashboard.views.common import redirect_page, staff_required
 from mailing import imports, selectors, services
+from mailing.actors import Actor
 from mailing.models import Client
 from mailing.rules import UI_PAGE_SIZE
 
@@ -43,6 +44,7 @@ def client_form(request, pk: int | None = None):
         try:
             if client is None:
                 client = services.create_client(
+                    actor=Actor.of_request(request),
                     phone=data["phone"].strip(),
                     operator_code=data["operator_code"].strip() or None,
                     tag=data["tag"],
@@ -56,7 +58,7 @@ def client_form(request, pk: int | None = None):
                 }
                 if changes.get("operator_code") == "":
                     changes.pop("operator_code")
-                services.update_client(client, **changes)
+                services.update_client(client, actor=Actor.of_request(request), **changes)
                 messages.success(request, f"Client {client.phone} saved.")
         except ValidationError as error:
             ui_forms.apply_service_errors(form, error, CLIENT_ALIASES)
@@ -75,7 +77,7 @@ def client_form(request, pk: int | None = None):
 def client_delete(request, pk: int):
     client = get_object_or_404(Client, pk=pk)
     if request.method == "POST":
-        services.delete_client(client)
+        services.delete_client(client, actor=Actor.of_request(request))
         messages.success(request, f"Client {client.phone} deleted.")
         return redirect_page(request, reverse("dashboard:client_list"))
     return render(

@@ -20,6 +20,7 @@ from dashboard.filters import MailingFilter, MessageFilter
 from dashboard.tables import MailingTable, MessageTable
 from dashboard.views.common import redirect_page, staff_required
 from mailing import rules, selectors, services
+from mailing.actors import Actor
 from mailing.models import Mailing
 from mailing.rules import UI_PAGE_SIZE, Action, EmptySendWindow, StateConflict
 
@@ -40,7 +41,9 @@ def mailing_create(request):
         form = ui_forms.MailingForm(request.POST)
         if form.is_valid():
             try:
-                mailing = services.create_mailing(**form.service_arguments())
+                mailing = services.create_mailing(
+                    actor=Actor.of_request(request), **form.service_arguments()
+                )
             except ValidationError as error:
                 ui_forms.apply_service_errors(form, error, form.ALIASES)
             else:
@@ -65,7 +68,7 @@ def mailing_edit(request, pk: int):
     )
     if request.method == "POST" and form.is_valid():
         try:
-            services.update_mailing(mailing, **form.changes())
+            services.update_mailing(mailing, actor=Actor.of_request(request), **form.changes())
         except ValidationError as error:
             ui_forms.apply_service_errors(form, error, form.ALIASES)
         except StateConflict as conflict:
@@ -207,7 +210,7 @@ def mailing_action(request, pk: int, action: str):
             },
         )
     try:
-        operation(mailing)
+        operation(mailing, actor=Actor.of_request(request))
     except StateConflict as conflict:
         messages.error(request, str(conflict))
     else:
@@ -220,7 +223,7 @@ def mailing_action(request, pk: int, action: str):
 def mailing_delete(request, pk: int):
     mailing = get_object_or_404(Mailing, pk=pk)
     if request.method == "POST":
-        services.delete_mailing(mailing)
+        services.delete_mailing(mailing, actor=Actor.of_request(request))
         messages.success(request, f"Mailing {pk} deleted.")
         return redirect_page(request, reverse("dashboard:mailing_list"))
     return render(

@@ -10,6 +10,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from dashboard import forms as ui_forms
 from dashboard.views.common import redirect_page, staff_required
+from mailing.actors import Actor
 from mailing.models import ApiToken
 from mailing.tokens import issue_token, revoke_token
 
@@ -25,7 +26,9 @@ def tokens(request):
     form = ui_forms.TokenForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            token, key = issue_token(request.user, form.cleaned_data["name"])
+            token, key = issue_token(
+                request.user, form.cleaned_data["name"], actor=Actor.of_request(request)
+            )
         except ValidationError as error:
             ui_forms.apply_service_errors(form, error, {})
         else:
@@ -50,6 +53,6 @@ def tokens(request):
 @require_POST
 def token_revoke(request, pk: int):
     token = get_object_or_404(ApiToken, pk=pk, user=request.user)
-    revoke_token(token)
+    revoke_token(token, actor=Actor.of_request(request))
     messages.success(request, f"Token “{token.name}” revoked.")
     return redirect_page(request, reverse("dashboard:tokens"))

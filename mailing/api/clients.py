@@ -8,6 +8,7 @@ from ninja.pagination import paginate
 from ninja.responses import Status
 
 from mailing import selectors, services
+from mailing.actors import Actor
 from mailing.api.calllog import note
 from mailing.api.pagination import ApiPagination
 from mailing.api.responses import responses
@@ -28,7 +29,7 @@ def list_clients(request: HttpRequest, filters: Query[ClientFilters]) -> QuerySe
 @router.post("/clients", response=responses({201: ClientOut}, body=True))
 def create_client(request: HttpRequest, payload: ClientIn) -> Status:
     """Add a client; `operator_code` defaults to digits 2-4 of the phone."""
-    client = services.create_client(**payload.model_dump())
+    client = services.create_client(actor=Actor.of_request(request), **payload.model_dump())
     note(request, client_id=client.pk)
     return Status(201, client)
 
@@ -45,11 +46,13 @@ def update_client(request: HttpRequest, client_id: ObjectId, payload: ClientPatc
     """Change only the fields given. A new phone implies its operator code unless one is given;
     pending messages follow the client's new phone and time zone."""
     client = get_object_or_404(Client, pk=client_id)
-    return services.update_client(client, **payload.model_dump(exclude_unset=True))
+    return services.update_client(
+        client, actor=Actor.of_request(request), **payload.model_dump(exclude_unset=True)
+    )
 
 
 @router.delete("/clients/{client_id}", response=responses({204: None}, not_found=True))
 def delete_client(request: HttpRequest, client_id: ObjectId) -> Status:
     """Delete the client; its pending messages in every mailing are cancelled."""
-    services.delete_client(get_object_or_404(Client, pk=client_id))
+    services.delete_client(get_object_or_404(Client, pk=client_id), actor=Actor.of_request(request))
     return Status(204, None)

@@ -10,6 +10,7 @@ from ninja.pagination import paginate
 from ninja.responses import Status
 
 from mailing import selectors, services
+from mailing.actors import Actor
 from mailing.api.calllog import note
 from mailing.api.pagination import ApiPagination
 from mailing.api.responses import responses
@@ -53,6 +54,7 @@ def create_mailing(request: HttpRequest, payload: MailingIn) -> Status:
     """Create a mailing. One whose period has begun starts at once; a later one starts by
     itself at `start_at`."""
     mailing = services.create_mailing(
+        actor=Actor.of_request(request),
         start_at=payload.start_at,
         end_at=payload.end_at,
         text=payload.text,
@@ -90,13 +92,15 @@ def update_mailing(request: HttpRequest, mailing_id: ObjectId, payload: MailingP
     """Change only the fields given. Once a mailing has started only `end_at` may change
     (409 otherwise); a finished or cancelled one cannot change."""
     mailing = get_object_or_404(Mailing, pk=mailing_id)
-    return services.update_mailing(mailing, **_changes(payload))
+    return services.update_mailing(mailing, actor=Actor.of_request(request), **_changes(payload))
 
 
 @router.delete("/mailings/{mailing_id}", response=responses({204: None}, not_found=True))
 def delete_mailing(request: HttpRequest, mailing_id: ObjectId) -> Status:
     """Stop the mailing, then delete it with its messages."""
-    services.delete_mailing(get_object_or_404(Mailing, pk=mailing_id))
+    services.delete_mailing(
+        get_object_or_404(Mailing, pk=mailing_id), actor=Actor.of_request(request)
+    )
     return Status(204, None)
 
 
@@ -106,7 +110,9 @@ def delete_mailing(request: HttpRequest, mailing_id: ObjectId) -> Status:
 )
 def pause_mailing(request: HttpRequest, mailing_id: ObjectId) -> Mailing:
     """Stop new sends of a running mailing (409 in any other state)."""
-    return services.pause_mailing(get_object_or_404(Mailing, pk=mailing_id))
+    return services.pause_mailing(
+        get_object_or_404(Mailing, pk=mailing_id), actor=Actor.of_request(request)
+    )
 
 
 @router.post(
@@ -115,7 +121,9 @@ def pause_mailing(request: HttpRequest, mailing_id: ObjectId) -> Mailing:
 )
 def resume_mailing(request: HttpRequest, mailing_id: ObjectId) -> Mailing:
     """Continue a paused mailing (409 in any other state)."""
-    return services.resume_mailing(get_object_or_404(Mailing, pk=mailing_id))
+    return services.resume_mailing(
+        get_object_or_404(Mailing, pk=mailing_id), actor=Actor.of_request(request)
+    )
 
 
 @router.post(
@@ -124,7 +132,9 @@ def resume_mailing(request: HttpRequest, mailing_id: ObjectId) -> Mailing:
 )
 def cancel_mailing(request: HttpRequest, mailing_id: ObjectId) -> Mailing:
     """Cancel a scheduled, running or paused mailing and its pending messages."""
-    return services.cancel_mailing(get_object_or_404(Mailing, pk=mailing_id))
+    return services.cancel_mailing(
+        get_object_or_404(Mailing, pk=mailing_id), actor=Actor.of_request(request)
+    )
 
 
 @router.get(
