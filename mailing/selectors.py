@@ -9,7 +9,6 @@ from zoneinfo import ZoneInfo
 from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
-from mailing.engine.windows import next_window_opening
 from mailing.events import MESSAGE_TIMELINE_MAILING_KINDS
 from mailing.models import (
     COUNTER_FIELDS,
@@ -29,6 +28,7 @@ from mailing.rules import (
     TIMELINE_LENGTH,
     SendWindow,
 )
+from mailing.windows import next_window_opening
 
 
 def audience_filter(operator_codes: list[str], tags: list[str]) -> Q:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from mailing.engine.windows import (
+from mailing.windows import (
     _year_transitions,
     is_inside_window,
     next_window_opening,

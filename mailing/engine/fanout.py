@@ -10,11 +10,11 @@ from django.db import transaction
 from django.db.models import Case, DateTimeField, Expression, F, Value, When
 
 from mailing import sql
-from mailing.engine.windows import next_window_opening
 from mailing.models import Mailing, MessageStatus
 from mailing.rules import Reason
 from mailing.selectors import matching_clients
 from mailing.transitions import lock_mailings
+from mailing.windows import next_window_opening
 
 logger = logging.getLogger("mailing.engine")
 

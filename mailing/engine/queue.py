@@ -23,10 +23,10 @@ from django.db.models import Case, DateTimeField, F, Value, When
 from mailing import events, sql
 from mailing.engine.backoff import retry_delay, throttle_delay
 from mailing.engine.provider import Outcome, OutgoingMessage, SendResult
-from mailing.engine.windows import is_inside_window, next_window_opening
 from mailing.models import Mailing, MailingStatus, Message, MessageStatus
 from mailing.rules import ERROR_MAX_LENGTH, Reason
 from mailing.transitions import lock_mailings, shift_counters
+from mailing.windows import is_inside_window, next_window_opening
 
 logger = logging.getLogger("mailing.engine")
 
