@@ -2,11 +2,14 @@
 
 import os
 
-bind = "0.0.0.0:8000"
+# PORT is the image's (default 8000); the image's HEALTHCHECK asks the same port.
+bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("GUNICORN_WORKERS", "3"))
 threads = int(os.environ.get("GUNICORN_THREADS", "2"))
 timeout = 30
 graceful_timeout = 25
+# Workers' heartbeat files in memory: a container's /tmp may be a slow overlay.
+worker_tmp_dir = "/dev/shm"  # noqa: S108 - gunicorn's own files, a tmpfs of the container
 accesslog = "-"
 errorlog = "-"
 forwarded_allow_ips = "*"  # behind the ingress / compose network only
