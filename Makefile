@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PROBE_PORT ?= 8081
 
-.PHONY: run test lint format install migrate demo test-sqlite test-postgres clean bench
+.PHONY: run test lint lint-config format install migrate demo test-sqlite test-postgres clean bench image-check
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,9 +33,16 @@ demo: migrate
 run: demo
 	DEBUG=$${DEBUG:-1} $(PY) manage.py run_stack --host $(HOST) --port $(PORT) --probe-port $(PROBE_PORT)
 
-lint: install
+lint: install lint-config
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+
+# Each deployment file checked by the tool made for it (the Kubernetes manifests: by their
+# schemas in tests/test_deploy.py).
+lint-config: install
+	$(VENV)/bin/hadolint Dockerfile
+	$(PY) deploy/check_compose.py docker-compose.yml deploy/compose.host-services.yml
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.gitlab-ci .gitlab-ci.yml
 
 format: install
 	$(PY) -m ruff format .
@@ -66,3 +73,9 @@ bench: install
 		echo "== bench/$$name.py --quick"; \
 		$(PY) bench/$$name.py --quick || exit 1; \
 	done
+
+# Builds the image with podman and runs it for real: migrate, web, worker and the send API
+# stand-in, plainly and through podman-compose (docs/deploy.md). Needs root; installs podman
+# and the rest with apt-get when missing. IMAGE_CHECK_ARGS="--mode run --keep-image", say.
+image-check: install
+	$(PY) deploy/image_check.py $(IMAGE_CHECK_ARGS)
