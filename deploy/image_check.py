@@ -472,6 +472,7 @@ class Stack:
     web_port: int
     provider_port: int
     env: dict[str, str]
+    stand_in_env: dict[str, str]
     containers: dict[str, str] = field(default_factory=dict)  # service -> container name
     began: datetime = field(default_factory=lambda: datetime.now(UTC))
     compose: list[str] = field(default_factory=list)  # the podman-compose command, if any
@@ -516,14 +517,19 @@ def new_stack(options: Options, cleanup: Cleanup, run_id: str, mode: str) -> Sta
     forget_queue(options, cleanup, cluster)
     web_port, provider_port = free_port(), free_port()
     env = stack_environment(database, options.redis_url, cluster, web_port, provider_port)
-    return Stack(web_port, provider_port, env)
+    # The stand-in has tokens of its own and never sees the app's settings.
+    stand_in = {
+        "STAND_IN_TOKEN": env["PROBE_TOKEN"],
+        "STAND_IN_ADMIN_TOKEN": secrets.token_urlsafe(24),
+    }
+    return Stack(web_port, provider_port, env, stand_in)
 
 
 def run_mode(podman: Podman, stack: Stack, cleanup: Cleanup, image: str, run_id: str) -> None:
     """migrate, the stand-in, web and worker with plain ``podman run``."""
-    env_file = podman.workdir / f"run-{run_id}.env"
-    env_file.write_text("".join(f"{key}={value}\n" for key, value in stack.env.items()))
-    common = ["--network", "host", "--env-file", str(env_file), "--stop-timeout", "30"]
+    app_env, stand_in_env = podman.workdir / "app.env", podman.workdir / "stand-in.env"
+    for path, values in ((app_env, stack.env), (stand_in_env, stack.stand_in_env)):
+        path.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
 
     def start(service: str, *command: str, detach: bool = True, healthcheck: bool = False) -> None:
         name = f"mailing-image-check-{run_id}-{service}"
@@ -535,10 +541,12 @@ def run_mode(podman: Podman, stack: Stack, cleanup: Cleanup, image: str, run_id:
         flags = ["--detach"] if detach else []
         if not healthcheck:
             flags.append("--no-healthcheck")
-        podman("run", "--name", name, *flags, *common, image, *command, timeout=MIGRATE_SECONDS)
+        env_file = stand_in_env if service == "provider" else app_env
+        flags += ["--network", "host", "--env-file", str(env_file), "--stop-timeout", "30"]
+        podman("run", "--name", name, *flags, image, *command, timeout=MIGRATE_SECONDS)
 
     start("migrate", "python", "manage.py", "migrate", "--noinput", detach=False)
-    provider = ("python", "manage.py", "fake_provider", "--host", "127.0.0.1")
+    provider = ("python", "-m", "devtools.provider", "--host", "127.0.0.1")
     start("provider", *provider, "--port", str(stack.provider_port))
     start("web", healthcheck=True)  # the image's own command and HEALTHCHECK
     start("worker", "python", "manage.py", "qcluster")
@@ -554,7 +562,7 @@ def compose_mode(podman: Podman, stack: Stack, cleanup: Cleanup, image: str, run
         "--project-name", project, "--env-file", str(empty_env),
         "--file", str(COMPOSE_FILE), "--file", str(HOST_SERVICES_FILE), "--profile", "demo",
     ]  # fmt: skip
-    env = {**podman.env, **stack.env, "MAILING_IMAGE": image}
+    env = {**podman.env, **stack.env, **stack.stand_in_env, "MAILING_IMAGE": image}
     stack.compose, stack.compose_env = compose, env
     down_log = podman.workdir / "compose-down.log"
     cleanup.add(
@@ -727,7 +735,8 @@ def check_stack(podman: Podman, stack: Stack, mode: str) -> dict[str, float]:
     wait_until("the worker sends the mailing", SEND_DEADLINE_SECONDS, sent, alive)
     status, messages = http_json("GET", f"{api}/mailings/{mailing['id']}/messages", token)
     message_ids = [item["id"] for item in messages["items"]] if status == 200 else []
-    status, accepted = http_json("GET", stack.provider_url + "/_admin/accepted")
+    admin_token = stack.stand_in_env["STAND_IN_ADMIN_TOKEN"]
+    status, accepted = http_json("GET", stack.provider_url + "/_admin/accepted", admin_token)
     if status != 200 or not message_ids or not set(message_ids) <= set(accepted.get("ids", [])):
         raise CheckFailed(
             f"the stand-in did not record messages {message_ids}: {status} {accepted}"
