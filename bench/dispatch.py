@@ -6,8 +6,8 @@ sends synchronously with ``requests`` (``bench.baseline.send_one``) on n q2 work
     .venv/bin/python bench/dispatch.py --quick  # 50 ms x 1/2 workers, short windows
 
 The rate is read from the mailing's ``sent`` counter: after the first message is sent and a
-warm-up, the messages counted over a fixed window divided by its length (steady state;
-dispatcher handovers every DISPATCHER_RUN_SECONDS are part of it). Both run with
+warm-up, the messages counted over a fixed window divided by its length (steady state).
+Both run with
 LOG_LEVEL=WARNING and the project's default broker (the database: REDIS_URL unset).
 """
 

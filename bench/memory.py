@@ -1,13 +1,12 @@
-"""Memory: peak RSS of the q2 worker processes that run the dispatchers, through a
+"""Memory: peak RSS of the worker's processes (q2 and the dispatchers beside it), through a
 1,000,000-message mailing (fan-out included), sampled from /proc/<pid>/status every 0.5 s.
 
     .venv/bin/python bench/memory.py           # 1,000,000 messages, stand-in at 0 ms
     .venv/bin/python bench/memory.py --quick   # 50,000 messages
 
 A qcluster with DISPATCHER_SLOTS=2 (Q_WORKERS=3) sends the whole mailing; every process of
-the cluster is sampled and the largest is reported (a dispatcher runs in a q2 worker
-process and hands over to a successor task every DISPATCHER_RUN_SECONDS, so a worker
-process lives through many dispatcher runs). There is no meaningful naive baseline here;
+the cluster is sampled and the largest is reported (a dispatcher is a process of its own,
+living as long as the worker). There is no meaningful naive baseline here;
 the target is printed instead: at most 300 MB, and flat (RSS at 90% of the mailing within
 10% or 20 MB of RSS at 10%).
 """

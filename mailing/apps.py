@@ -7,4 +7,3 @@ class MailingConfig(AppConfig):
 
     def ready(self) -> None:
         from mailing import signals  # noqa: F401  (connects the report schedule hook)
-        from mailing.engine.runtime import signals as runtime  # noqa: F401  (dispatcher hooks)

@@ -278,12 +278,12 @@ class ApiToken(models.Model):
 
 
 class DispatcherSlot(models.Model):
-    """One long-running dispatcher task per slot, kept alive across workers by a lease."""
+    """The row a running dispatcher holds under a lease: its heartbeat, circuit state and
+    send health, for the staff UI and the metrics (mailing/engine/runtime/slots.py)."""
 
     slot = models.PositiveSmallIntegerField(unique=True)
     owner = models.CharField(max_length=rules.WORKER_ID_MAX_LENGTH, blank=True, default="")
     lease_until = models.DateTimeField(null=True, blank=True)
-    enqueued_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     circuit_state = models.CharField(max_length=rules.STATUS_MAX_LENGTH, default="closed")
     # The send API over the owner's last minute (mailing.engine.send_health), for the UI.

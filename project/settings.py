@@ -61,6 +61,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # Before django_q: its qcluster command (q2's, plus the dispatchers) wins.
+    "mailing.engine.runtime",
     "django_q",
     "ninja",
     "mailing",
@@ -143,14 +145,17 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Task queue (django-q2) -----------------------------------------------------
 REDIS_URL = env_str("REDIS_URL", "")
 Q_WORKERS = int(env_number("Q_WORKERS", 3, int))
+# Dispatchers each qcluster runs beside its q2 workers (mailing/engine/runtime/README.md).
 DISPATCHER_SLOTS = int(env_number("DISPATCHER_SLOTS", 1, int))
-DISPATCHER_RUN_SECONDS = env_number("DISPATCHER_RUN_SECONDS", 30.0)
+# How long a stopping dispatcher waits for the answers of calls in flight.
+DISPATCHER_STOP_SECONDS = env_number("DISPATCHER_STOP_SECONDS", 5.0)
 Q_CLUSTER = {
     "name": env_str("Q_CLUSTER_NAME", "mailing"),
     "workers": Q_WORKERS,
-    # A dispatcher task runs DISPATCHER_RUN_SECONDS, then hands over to its successor.
-    "timeout": int(DISPATCHER_RUN_SECONDS) + 60,
-    "retry": int(DISPATCHER_RUN_SECONDS) + 120,
+    # q2 runs short tasks only (the daily report, batches of deletes); the dispatchers are
+    # processes of their own.
+    "timeout": 300,
+    "retry": 360,
     "max_attempts": 1,
     "recycle": 200,
     "save_limit": 250,

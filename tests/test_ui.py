@@ -260,12 +260,12 @@ def test_send_health_window_percentiles_and_errors():
 
 @pytest.mark.django_db(transaction=True)
 def test_dispatcher_stores_its_send_health_on_its_slot(provider_settings, dispatcher_factory):
-    from mailing.engine.runtime.slots import acquire_slot
-    from mailing.engine.runtime.tasks import SlotKeeper
+    from mailing.engine.runtime.keeper import SlotKeeper
+    from mailing.engine.runtime.slots import take_slot
     from tests.conftest import wait_for
 
     make_clients(20)
-    acquire_slot(0, "w-health", timezone.now())
+    assert take_slot("w-health", timezone.now()) == 0
     dispatcher_factory(on_tick=SlotKeeper(0, "w-health"))
     services.create_mailing(
         start_at=timezone.now(), end_at=timezone.now() + timedelta(hours=1), text="hi"

@@ -60,7 +60,6 @@ def q2_cluster(provider) -> Iterator[ChildProcess]:
         Q_CLUSTER_NAME=f"test-{uuid.uuid4().hex[:8]}",
         Q_WORKERS="2",
         DISPATCHER_SLOTS="1",
-        DISPATCHER_RUN_SECONDS="20",
     )
     cluster = start_process(["qcluster"], env)
     yield cluster

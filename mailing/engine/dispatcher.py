@@ -61,6 +61,8 @@ class DispatcherConfig:
     tick_interval: float = 0.5
     idle_poll: float = 0.2
     flush_interval: float = 0.05
+    # On the way out, how long calls in flight get to answer before they are handed back.
+    stop_grace: float = 5.0
 
     @classmethod
     def from_settings(cls) -> DispatcherConfig:
@@ -73,6 +75,7 @@ class DispatcherConfig:
             circuit_threshold=settings.CIRCUIT_FAILURE_THRESHOLD,
             circuit_reset_seconds=settings.CIRCUIT_RESET_SECONDS,
             total_timeout=settings.PROBE_TOTAL_TIMEOUT,
+            stop_grace=settings.DISPATCHER_STOP_SECONDS,
         )
 
 
@@ -285,9 +288,7 @@ class Dispatcher:
     async def _drain(self, sends: _Sends) -> None:
         """On the way out: let in-flight calls end (bounded), hand back the rest, record all."""
         if sends.in_flight:
-            done, pending = await asyncio.wait(
-                sends.in_flight, timeout=self.config.total_timeout + 1
-            )
+            done, pending = await asyncio.wait(sends.in_flight, timeout=self.config.stop_grace)
             sends.collect(done)
             for task in pending:
                 task.cancel()

@@ -1,65 +1,61 @@
-"""Dispatcher slots: how many long-running dispatchers the cluster keeps alive.
+"""The dispatcher table: each running dispatcher holds one row (a "slot") under a lease.
 
-Each slot is held by at most one dispatcher through a lease that it renews on every tick.
-A slot whose lease has not been renewed lately needs a dispatcher; marking it ``enqueued``
-with a conditional UPDATE makes only one of several callers enqueue one.
+The row is how the staff UI and the metrics see the dispatchers: its heartbeat says it is
+alive, and it carries the circuit state and the send API's health as that dispatcher sees
+it. A dispatcher takes the lowest slot that nobody holds (a conditional UPDATE, or a new
+row), renews its lease every tick and gives it back when it stops; the slot of one that
+died becomes free when its lease runs out. Slots only identify and describe dispatchers:
+who runs them, and how many, is the supervisor's business (``supervisor.py``).
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.db.models import Q
+from django.db import IntegrityError, transaction
+from django.db.models import Max, Q
 
 from mailing.models import DispatcherSlot
 
 SLOT_TTL = timedelta(seconds=15)
-# A live dispatcher renews every tick (0.5 s); one silent for this long is presumed gone.
-SILENCE = timedelta(seconds=3)
-ENQUEUE_DEBOUNCE = timedelta(seconds=30)
 # How often a dispatcher's last minute of send health is written onto its slot.
 HEALTH_STORE_SECONDS = 2.0
 
 
-def _ensure_rows(count: int) -> None:
-    existing = set(DispatcherSlot.objects.values_list("slot", flat=True))
-    DispatcherSlot.objects.bulk_create(
-        [DispatcherSlot(slot=n) for n in range(count) if n not in existing],
-        ignore_conflicts=True,
-    )
+def _free(now: datetime) -> Q:
+    return Q(lease_until__isnull=True) | Q(lease_until__lt=now)
 
 
-def slots_needing_dispatcher(now: datetime, count: int) -> list[int]:
-    """Slots with no live dispatcher and none enqueued lately; marks them enqueued."""
-    _ensure_rows(count)
-    needing = []
-    for slot in range(count):
-        marked = (
-            DispatcherSlot.objects.filter(slot=slot)
-            .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now + SLOT_TTL - SILENCE))
-            .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=now - ENQUEUE_DEBOUNCE))
-            .update(enqueued_at=now)
+def take_slot(owner: str, now: datetime) -> int:
+    """The lowest free slot, taken for ``owner`` (a new one when every slot is held)."""
+    while True:
+        free = (
+            DispatcherSlot.objects.filter(_free(now))
+            .order_by("slot")
+            .values_list("slot", flat=True)
         )
-        if marked:
-            needing.append(slot)
-    return needing
-
-
-def mark_enqueued(slot: int, now: datetime) -> None:
-    DispatcherSlot.objects.filter(slot=slot).update(enqueued_at=now)
-
-
-def acquire_slot(slot: int, owner: str, now: datetime) -> bool:
-    _ensure_rows(slot + 1)
-    return bool(
-        DispatcherSlot.objects.filter(slot=slot)
-        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now) | Q(owner=owner))
-        .update(owner=owner, lease_until=now + SLOT_TTL, heartbeat_at=now, enqueued_at=None)
-    )
+        for slot in free[:5]:
+            if (
+                DispatcherSlot.objects.filter(_free(now), slot=slot).update(
+                    owner=owner, lease_until=now + SLOT_TTL, heartbeat_at=now
+                )
+                == 1
+            ):
+                return slot
+        highest = DispatcherSlot.objects.aggregate(highest=Max("slot"))["highest"]
+        slot = 0 if highest is None else highest + 1
+        try:
+            with transaction.atomic():
+                DispatcherSlot.objects.create(
+                    slot=slot, owner=owner, lease_until=now + SLOT_TTL, heartbeat_at=now
+                )
+            return slot
+        except IntegrityError:
+            continue  # another dispatcher created that row first: look again
 
 
 def renew_slot(slot: int, owner: str, now: datetime, circuit_state: str) -> bool:
-    """Extend our lease; False if another dispatcher has taken the slot over."""
+    """Extend our lease; False if the slot is no longer ours (our lease ran out)."""
     return bool(
         DispatcherSlot.objects.filter(slot=slot, owner=owner).update(
             lease_until=now + SLOT_TTL, heartbeat_at=now, circuit_state=circuit_state

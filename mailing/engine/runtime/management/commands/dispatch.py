@@ -1,16 +1,18 @@
-"""Run one dispatcher in the foreground (what a q2 dispatcher task runs), for debugging,
-tests and benchmarks. SIGTERM or Ctrl-C stops it after recording what is in flight."""
+"""``manage.py dispatch``: one dispatcher in the foreground. The supervisor runs it
+(DISPATCHER_SLOTS of them per qcluster); tests and benchmarks run it directly. SIGTERM or
+Ctrl-C stops it after it recorded or handed back what is in flight."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import signal
 import threading
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from mailing.engine.dispatcher import Dispatcher, DispatcherConfig
+from mailing.engine.dispatcher import DispatcherConfig
+from mailing.engine.runtime.keeper import run_dispatcher, stop_on_signals
 
 
 class Command(BaseCommand):
@@ -21,15 +23,20 @@ class Command(BaseCommand):
         parser.add_argument("--concurrency", type=int, default=None, help="in-flight sends")
         parser.add_argument("--worker-id", default=None, help="name of this worker's claims")
 
-    def handle(self, *args, seconds=None, concurrency=None, worker_id=None, **options) -> None:
+    def handle(
+        self,
+        *args: Any,
+        seconds: float | None = None,
+        concurrency: int | None = None,
+        worker_id: str | None = None,
+        **options: Any,
+    ) -> None:
         config = DispatcherConfig.from_settings()
         if concurrency is not None:
             if concurrency < 1:
                 raise CommandError("--concurrency must be at least 1")
             config = dataclasses.replace(config, concurrency=concurrency)
         stop = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
-        dispatcher = Dispatcher(config, worker_id=worker_id, stop_event=stop)
-        report = dispatcher.run(duration=seconds)
+        with stop_on_signals(stop):
+            report = run_dispatcher(config, stop=stop, worker_id=worker_id, seconds=seconds)
         self.stdout.write(json.dumps({"claimed": report.claimed, "outcomes": report.outcomes}))

@@ -1,0 +1,116 @@
+"""Keeping dispatchers alive (mailing/engine/runtime/): the supervisor on stand-in child
+processes, and a real qcluster whose dispatcher is killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from mailing import services
+from mailing.engine.runtime.supervisor import DispatcherSupervisor
+from mailing.models import DispatcherSlot, Mailing, MailingStatus, Message, MessageStatus
+from tests.conftest import make_clients, now_plus, wait_for
+from tests.test_workers import alive, start_process, stop_process, worker_env
+
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
+# Ignores SIGTERM, as a dispatcher stuck in a call would not answer it in time.
+STUBBORN = [
+    sys.executable,
+    "-c",
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)",
+]
+
+
+def test_supervisor_keeps_its_count_running_and_replaces_a_dead_one():
+    supervisor = DispatcherSupervisor(2, stop_seconds=5, command=SLEEPER).start()
+    try:
+        first = wait_for(lambda: len(supervisor.pids()) == 2 and supervisor.pids(), 10)
+        os.kill(first[0], signal.SIGKILL)
+
+        def replaced() -> list[int]:
+            pids = supervisor.pids()
+            return pids if len(pids) == 2 and first[0] not in pids else []
+
+        now_running = wait_for(replaced, 10)
+        assert first[1] in now_running
+    finally:
+        supervisor.stop()
+        supervisor.join()
+    assert supervisor.pids() == []
+    assert not any(alive(pid) for pid in [*first, *now_running])
+
+
+def test_supervisor_stop_is_bounded_even_for_a_child_that_ignores_sigterm():
+    supervisor = DispatcherSupervisor(1, stop_seconds=1.0, command=STUBBORN).start()
+    (pid,) = wait_for(lambda: supervisor.pids(), 10)
+    time.sleep(0.3)  # let the child install its SIGTERM handler
+    stopping = time.monotonic()
+    supervisor.stop()
+    supervisor.join()
+    took = time.monotonic() - stopping
+    assert not alive(pid)
+    assert 1.0 <= took < 4.0, took
+
+
+def test_supervisor_with_no_dispatchers_starts_nothing():
+    supervisor = DispatcherSupervisor(0, stop_seconds=1.0, command=SLEEPER).start()
+    time.sleep(0.6)
+    assert supervisor.pids() == []
+    supervisor.stop()
+    supervisor.join()
+
+
+def dispatcher_pids() -> set[int]:
+    """Live dispatchers by their slot rows (a worker id is host:pid:random)."""
+    recent = timezone.now() - timedelta(seconds=2)
+    owners = DispatcherSlot.objects.filter(heartbeat_at__gte=recent, lease_until__isnull=False)
+    return {int(owner.split(":")[1]) for owner in owners.values_list("owner", flat=True)}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+def test_qcluster_replaces_a_killed_dispatcher_and_loses_nothing(provider):
+    make_clients(600)
+    provider.update_config(latency_ms=100)
+    env = worker_env(
+        provider,
+        Q_CLUSTER_NAME=f"test-{uuid.uuid4().hex[:8]}",
+        Q_WORKERS="1",
+        DISPATCHER_SLOTS="1",
+        CLAIM_LEASE_SECONDS="3",
+        SEND_CONCURRENCY="20",
+    )
+    cluster = start_process(["qcluster"], env)
+    with cluster:
+        try:
+            (victim,) = wait_for(dispatcher_pids, 30, 0.1)
+            mailing = services.create_mailing(
+                start_at=timezone.now(), end_at=now_plus(300), text="Replace"
+            )
+            wait_for(lambda: Mailing.objects.get(pk=mailing.pk).sent >= 50, 30, 0.1)
+            os.kill(victim, signal.SIGKILL)
+            in_flight = set(
+                Message.objects.filter(
+                    mailing=mailing, status=MessageStatus.PENDING, claimed_by__isnull=False
+                ).values_list("id", flat=True)
+            )
+            (successor,) = wait_for(lambda: dispatcher_pids() - {victim}, 30, 0.1)
+            assert successor != victim
+            wait_for(
+                lambda: Mailing.objects.get(pk=mailing.pk).status == MailingStatus.FINISHED, 90, 0.2
+            )
+        finally:
+            stop_process(cluster, signal.SIGINT)
+    mailing.refresh_from_db()
+    assert mailing.sent == 600
+    assert set(provider.recorder.duplicates()) <= in_flight
+    assert set(provider.recorder.first_accepted_at()) == set(
+        Message.objects.filter(mailing=mailing).values_list("id", flat=True)
+    )
