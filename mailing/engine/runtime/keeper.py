@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from mailing.engine.dispatcher import (
@@ -68,6 +69,28 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def give_back_slot(slot: int, owner: str) -> None:
+    """Release our slot on the way out, whatever happened to the database meanwhile.
+
+    This runs on the process's main thread, whose connection sat idle while the dispatcher
+    worked on its own thread: if PostgreSQL restarted in between, that connection is dead,
+    so it is dropped and the release tried once more on a new one. If the database is still
+    away, the lease runs out by itself within ``SLOT_TTL``; a clean stop never fails for it.
+    """
+    try:
+        slots.release_slot(slot, owner)
+        return
+    except DatabaseError:
+        connection.close()
+    try:
+        slots.release_slot(slot, owner)
+    except DatabaseError as error:
+        connection.close()
+        logger.warning(
+            "could not give back slot %d (%s); its lease runs out by itself", slot, error
+        )
+
+
 def run_dispatcher(
     config: DispatcherConfig,
     *,
@@ -84,6 +107,6 @@ def run_dispatcher(
     try:
         report = dispatcher.run(duration=seconds)
     finally:
-        slots.release_slot(keeper.slot, owner)
+        give_back_slot(keeper.slot, owner)
     logger.info("dispatcher in slot %d stopped: %s", keeper.slot, report.outcomes)
     return report
