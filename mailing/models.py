@@ -283,7 +283,7 @@ class DispatcherSlot(models.Model):
 
     slot = models.PositiveSmallIntegerField(unique=True)
     owner = models.CharField(max_length=rules.WORKER_ID_MAX_LENGTH, blank=True, default="")
-    lease_until = models.DateTimeField(null=True, blank=True)
+    lease_until = models.DateTimeField()
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     circuit_state = models.CharField(max_length=rules.STATUS_MAX_LENGTH, default="closed")
     # The send API over the owner's last minute (mailing.engine.send_health), for the UI.
@@ -315,11 +315,14 @@ class ProviderState(models.Model):
 
 
 class ReportRun(models.Model):
-    """One row per day whose report was sent: inserted before sending, so with several
-    workers (or after a restart) only the one whose insert succeeds sends that day's."""
+    """One row per day whose report was claimed: inserted before sending, so with several
+    workers (or after a restart) only the one whose insert succeeds sends that day's. The
+    claim is a lease: unsent when ``lease_until`` has passed, any worker may take it over."""
 
     day = models.DateField(unique=True)
     started_at = models.DateTimeField()
+    lease_until = models.DateTimeField()
+    attempts = models.PositiveIntegerField(default=1)
     sent_at = models.DateTimeField(null=True, blank=True)
     recipients = models.PositiveIntegerField(default=0)
 

@@ -3,9 +3,16 @@
 A django-q2 schedule (``daily-report``, created idempotently after migrations) runs
 ``send_daily_report`` every day at REPORT_TIME in TIME_ZONE. Exactly one report a day,
 whatever the number of workers and restarts: a ``ReportRun`` row for the day is inserted
-before sending, and a worker whose insert hits the unique day does not send. A send that
-fails removes the row again, so the next run (or ``send_report``) can retry; a worker that
-dies between the insert and the send loses that day's report (at most once, never twice).
+before sending, and a worker whose insert hits the unique day does not send.
+
+The row is a lease, not a one-off claim: it is the sender's until ``lease_until``
+(REPORT_LEASE_SECONDS after the claim). A worker that dies between the claim and the SMTP
+handover leaves an unsent row whose lease runs out; the ``report-catch-up`` schedule (every
+minute) or the next ``send_report`` then takes it over with a conditional UPDATE (one winner)
+and sends that day's report, built for the same period. A send that fails releases the lease
+at once, so the next catch-up retries it. The price of never losing a day: a sender slower
+than its lease may be overtaken, and that day's report sent twice; the lease is far longer
+than an SMTP exchange bounded by EMAIL_TIMEOUT.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from datetime import date, datetime, time, timedelta
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.template.loader import render_to_string
 from django.utils import timezone
 
@@ -27,6 +34,8 @@ from mailing.rules import FAILURE_REASONS_IN_REPORT, IN_PROGRESS_STATUSES, UNSTA
 logger = logging.getLogger("mailing.reports")
 
 SCHEDULE_NAME = "daily-report"
+CATCH_UP_SCHEDULE_NAME = "report-catch-up"
+CATCH_UP_MINUTES = 1
 PERIOD = timedelta(hours=24)
 
 
@@ -102,36 +111,40 @@ def render_email(report: dict[str, object], recipients: list[str]) -> EmailMulti
     return message
 
 
-def _claim_day(day: date, now: datetime, recipients: int) -> bool:
+def _lease_end(now: datetime) -> datetime:
+    return now + timedelta(seconds=settings.REPORT_LEASE_SECONDS)
+
+
+def _take_over(day: date, now: datetime) -> ReportRun | None:
+    """The unsent run of ``day`` if its lease has run out and this worker's UPDATE won it."""
+    taken = ReportRun.objects.filter(day=day, sent_at__isnull=True, lease_until__lte=now).update(
+        lease_until=_lease_end(now), attempts=F("attempts") + 1
+    )
+    return ReportRun.objects.get(day=day) if taken else None
+
+
+def _claim_day(day: date, now: datetime, recipients: int) -> ReportRun | None:
+    """The day's run, leased to this worker: a new row, or an unsent one whose lease expired.
+    None when the day was sent, or is being sent under a live lease."""
     try:
         with transaction.atomic():
-            ReportRun.objects.create(day=day, started_at=now, recipients=recipients)
+            return ReportRun.objects.create(
+                day=day, started_at=now, lease_until=_lease_end(now), recipients=recipients
+            )
     except IntegrityError:
-        return False
-    return True
+        return _take_over(day, now)
 
 
-def send_daily_report(now: datetime | None = None, *, force: bool = False) -> str:
-    """Send the report unless today's was already sent (``force`` sends regardless).
-
-    Returns what happened: "sent", "skipped: no recipients", "skipped: already sent".
-    """
-    now = now or timezone.now()
-    recipients = list(settings.REPORT_RECIPIENTS)
-    if not recipients:
-        logger.warning("daily report skipped: REPORT_RECIPIENTS is empty")
-        return "skipped: no recipients"
-    day = timezone.localdate(now)
-    claimed = _claim_day(day, now, len(recipients))
-    if not claimed and not force:
-        logger.info("daily report of %s already sent by another worker", day)
-        return "skipped: already sent"
-    report = build_report(now)
+def _send(run: ReportRun | None, report: dict[str, object], recipients: list[str]) -> None:
+    """Hand the report to SMTP; mark the run sent, or release its lease when that failed."""
+    day = report["day"]
     try:
         render_email(report, recipients).send(fail_silently=False)
     except Exception:
-        if claimed:
-            ReportRun.objects.filter(day=day, sent_at__isnull=True).delete()
+        if run is not None:
+            ReportRun.objects.filter(pk=run.pk, sent_at__isnull=True).update(
+                lease_until=timezone.now()
+            )
         logger.exception("daily report of %s could not be sent", day)
         raise
     ReportRun.objects.filter(day=day).update(sent_at=timezone.now())
@@ -141,7 +154,49 @@ def send_daily_report(now: datetime | None = None, *, force: bool = False) -> st
         len(recipients),
         len(report["mailings"]),
     )
+
+
+def send_daily_report(now: datetime | None = None, *, force: bool = False) -> str:
+    """Send the report unless today's was already sent (``force`` sends regardless).
+
+    Returns what happened: "sent", "skipped: no recipients", "skipped: already sent",
+    "skipped: being sent" (another worker holds the day's live lease).
+    """
+    now = now or timezone.now()
+    recipients = list(settings.REPORT_RECIPIENTS)
+    if not recipients:
+        logger.warning("daily report skipped: REPORT_RECIPIENTS is empty")
+        return "skipped: no recipients"
+    day = timezone.localdate(now)
+    run = _claim_day(day, now, len(recipients))
+    if run is None and not force:
+        if ReportRun.objects.filter(day=day, sent_at__isnull=False).exists():
+            logger.info("daily report of %s already sent by another worker", day)
+            return "skipped: already sent"
+        logger.info("daily report of %s is being sent by another worker", day)
+        return "skipped: being sent"
+    # A run taken over from a dead worker reports the period it claimed.
+    _send(run, build_report(run.started_at if run is not None else now), recipients)
     return "sent"
+
+
+def send_overdue_reports(now: datetime | None = None) -> list[date]:
+    """Send every claimed but unsent report whose lease has run out (its sender died or
+    failed); returns the days sent. The ``report-catch-up`` schedule's task."""
+    now = now or timezone.now()
+    recipients = list(settings.REPORT_RECIPIENTS)
+    if not recipients:
+        return []
+    sent = []
+    overdue = ReportRun.objects.filter(sent_at__isnull=True, lease_until__lte=now)
+    for day in overdue.order_by("day").values_list("day", flat=True):
+        run = _take_over(day, now)
+        if run is None:
+            continue  # another worker took it first
+        logger.warning("daily report of %s: lease expired unsent, sending it now", day)
+        _send(run, build_report(run.started_at), recipients)
+        sent.append(day)
+    return sent
 
 
 def run_scheduled_report() -> str:
@@ -168,13 +223,23 @@ def next_run_at(now: datetime | None = None) -> datetime:
 
 
 def ensure_schedule() -> None:
-    """The daily schedule, created once (post_migrate); moved when REPORT_TIME changes.
+    """The daily schedule and its catch-up, created once (post_migrate); the daily one
+    moves when REPORT_TIME changes.
 
     DAILY schedules keep their local time of day across daylight-saving changes (q2 corrects
     next_run in TIME_ZONE); a missed run (the cluster was down) runs once at restart.
     """
     from django_q.models import Schedule
 
+    Schedule.objects.get_or_create(
+        name=CATCH_UP_SCHEDULE_NAME,
+        defaults={
+            "func": "mailing.reports.send_overdue_reports",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": CATCH_UP_MINUTES,
+            "repeats": -1,
+        },
+    )
     wanted = report_time()
     schedule = Schedule.objects.filter(name=SCHEDULE_NAME).first()
     if schedule is not None:

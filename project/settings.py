@@ -234,6 +234,8 @@ SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # The daily report: who gets it (none: skipped and logged) and when, in TIME_ZONE.
 REPORT_RECIPIENTS = env_list("REPORT_RECIPIENTS", "")
 REPORT_TIME = env_str("REPORT_TIME", "07:00")
+# How long a claimed daily report is its sender's; unsent after it, another worker sends it.
+REPORT_LEASE_SECONDS = env_number("REPORT_LEASE_SECONDS", 600.0)
 
 # Prometheus metrics (/metrics). Multiprocess mode: every process writes its samples under
 # PROMETHEUS_MULTIPROC_DIR and a scrape adds them up. prometheus_client reads the variable

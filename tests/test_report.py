@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import io
+import signal
 import sys
 import threading
 from datetime import timedelta
@@ -29,6 +31,7 @@ from tests.conftest import (
 )
 
 MANAGE = str(Path(settings.BASE_DIR) / "manage.py")
+SKIPPED_FOR_ANOTHER_WORKER = {"skipped: already sent", "skipped: being sent"}
 
 
 def mailing_with_results(text: str, *, sent: int, failed: list[str], pending: int = 0) -> Mailing:
@@ -147,22 +150,52 @@ def test_a_failed_send_can_be_retried(recipients, settings):
         settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", port, 2
         with pytest.raises(OSError):
             reports.send_daily_report()
-    assert not ReportRun.objects.exists()
+    run = ReportRun.objects.get()  # kept unsent, its lease released at once
+    assert run.sent_at is None and run.lease_until <= timezone.now()
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     assert reports.send_daily_report() == "sent"
+    run.refresh_from_db()
+    assert run.sent_at is not None and run.attempts == 2
+    assert len(mail.outbox) == 1
 
 
-@pytest.mark.django_db(transaction=True)
-def test_two_workers_at_once_send_one_report(recipients):
+@pytest.mark.django_db
+def test_a_live_lease_keeps_others_off_and_an_expired_one_is_taken_over(recipients):
+    """A claimed, unsent day (its sender died after the claim) is nobody else's while its
+    lease runs, then exactly one catch-up sends it, for the period first claimed."""
+    mailing_with_results("Lease", sent=3, failed=[])
+    claimed_at = timezone.now() - timedelta(hours=1)
+    day = timezone.localdate(claimed_at)
+    ReportRun.objects.create(
+        day=day,
+        started_at=claimed_at,
+        lease_until=claimed_at + timedelta(seconds=settings.REPORT_LEASE_SECONDS),
+        recipients=2,
+    )
+    during_lease = claimed_at + timedelta(seconds=settings.REPORT_LEASE_SECONDS - 1)
+    assert reports.send_daily_report(during_lease) == "skipped: being sent"
+    assert reports.send_overdue_reports(during_lease) == []
+    assert mail.outbox == []
+    assert reports.send_overdue_reports() == [day]
+    assert reports.send_overdue_reports() == []
+    assert reports.send_daily_report(claimed_at) == "skipped: already sent"
+    assert len(mail.outbox) == 1
+    assert mail.outbox[0].subject == f"Mailing report {day:%Y-%m-%d}: 1 mailings, 3 sent, 0 failed"
+    run = ReportRun.objects.get(day=day)
+    assert run.sent_at is not None and run.attempts == 2 and run.started_at == claimed_at
+
+
+def twice_at_once(task):
+    """``task``'s results when two threads (two database connections) start it together."""
     barrier = threading.Barrier(2)
-    results: list[str] = []
+    results = []
 
     def worker() -> None:
         from django.db import connection
 
         try:
             barrier.wait(timeout=10)
-            results.append(reports.send_daily_report())
+            results.append(task())
         finally:
             connection.close()
 
@@ -171,7 +204,26 @@ def test_two_workers_at_once_send_one_report(recipients):
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
-    assert sorted(results) == ["sent", "skipped: already sent"]
+    assert len(results) == 2
+    return results
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_catch_ups_at_once_send_an_expired_day_once(recipients):
+    past = timezone.now() - timedelta(days=1)
+    ReportRun.objects.create(
+        day=timezone.localdate(past), started_at=past, lease_until=past, recipients=2
+    )
+    results = twice_at_once(reports.send_overdue_reports)
+    assert sorted(len(days) for days in results) == [0, 1]
+    assert len(mail.outbox) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_at_once_send_one_report(recipients):
+    results = sorted(twice_at_once(reports.send_daily_report))
+    # The loser finds the day sent, or still being sent under the winner's lease.
+    assert results[0] == "sent" and results[1] in SKIPPED_FOR_ANOTHER_WORKER
     assert len(mail.outbox) == 1
 
 
@@ -198,9 +250,12 @@ def test_schedule_is_created_once_and_follows_report_time(settings):
 
 
 @pytest.mark.django_db
-def test_migrations_create_the_schedule():
+def test_migrations_create_the_schedules():
     # post_migrate ran when the test database was created.
     assert Schedule.objects.filter(name=reports.SCHEDULE_NAME).count() == 1
+    catch_up = Schedule.objects.get(name=reports.CATCH_UP_SCHEDULE_NAME)
+    assert catch_up.func == "mailing.reports.send_overdue_reports"
+    assert catch_up.schedule_type == Schedule.MINUTES and catch_up.minutes == 1
 
 
 class Inbox:
@@ -214,17 +269,65 @@ class Inbox:
         return "250 Message accepted for delivery"
 
 
-@pytest.fixture
-def smtp_server():
+class HoldingInbox(Inbox):
+    """Holds the first message's DATA phase unanswered until ``release`` (the test kills the
+    sender meanwhile), then refuses it: only later messages are received."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holding = threading.Event()
+        self.release = threading.Event()
+
+    async def handle_DATA(self, server, session, envelope):
+        if not self.holding.is_set():
+            self.holding.set()
+            deadline = asyncio.get_running_loop().time() + 60
+            while not self.release.is_set() and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.01)
+            return "451 4.3.0 Sender gone, message dropped"
+        return await super().handle_DATA(server, session, envelope)
+
+
+def _smtp_controller(inbox: Inbox):
     from aiosmtpd.controller import Controller
 
+    return Controller(inbox, hostname="127.0.0.1", port=free_port())
+
+
+@pytest.fixture
+def smtp_server():
     inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller = _smtp_controller(inbox)
     controller.start()
     try:
         yield controller, inbox
     finally:
         controller.stop()
+
+
+@pytest.fixture
+def holding_smtp_server():
+    inbox = HoldingInbox()
+    controller = _smtp_controller(inbox)
+    controller.start()
+    try:
+        yield controller, inbox
+    finally:
+        inbox.release.set()
+        controller.stop()
+
+
+def smtp_env(port: int, **extra: str) -> dict[str, str]:
+    return subprocess_env(
+        EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
+        EMAIL_HOST="127.0.0.1",
+        EMAIL_PORT=str(port),
+        EMAIL_USE_TLS="0",
+        DEFAULT_FROM_EMAIL="reports@example.com",
+        REPORT_RECIPIENTS="boss@example.com, ops@example.com",
+        LOG_LEVEL="WARNING",
+        **extra,
+    )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -236,15 +339,7 @@ def test_send_report_end_to_end_through_a_real_smtp_server(smtp_server):
     mailing = mailing_with_results(
         "Autumn sale", sent=6, failed=["code 7: bad phone", "code 7: bad phone"]
     )
-    env = subprocess_env(
-        EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
-        EMAIL_HOST="127.0.0.1",
-        EMAIL_PORT=str(controller.port),
-        EMAIL_USE_TLS="0",
-        DEFAULT_FROM_EMAIL="reports@example.com",
-        REPORT_RECIPIENTS="boss@example.com, ops@example.com",
-        LOG_LEVEL="WARNING",
-    )
+    env = smtp_env(controller.port)
     processes = [ChildProcess([sys.executable, MANAGE, "send_report"], env=env) for _ in range(2)]
     try:
         for process in processes:
@@ -254,7 +349,7 @@ def test_send_report_end_to_end_through_a_real_smtp_server(smtp_server):
         for process in processes:
             process.close()
     assert all(p.returncode == 0 for p in processes)
-    assert outputs == ["sent", "skipped: already sent"]
+    assert outputs[0] == "sent" and outputs[1] in SKIPPED_FOR_ANOTHER_WORKER
     wait_for(lambda: inbox.messages, timeout=10)
     assert len(inbox.messages) == 1
     rcpt, raw = inbox.messages[0]
@@ -272,3 +367,44 @@ def test_send_report_end_to_end_through_a_real_smtp_server(smtp_server):
     assert f'<tr id="mailing-{mailing.pk}">' in html and "<td>6</td>" in html
     assert "2 &times; code 7: bad phone" in html
     assert ReportRun.objects.get(day=day).sent_at is not None
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+def test_a_sender_killed_before_the_smtp_handover_does_not_lose_the_day(
+    holding_smtp_server, recipients
+):
+    """`send_report` is SIGKILLed while the SMTP server holds its DATA phase (claimed, not
+    handed over). Nobody else sends while its lease runs; once it has run out, the catch-up
+    of another process sends that day's report: exactly one e-mail arrives."""
+    controller, inbox = holding_smtp_server
+    mailing_with_results("Killed", sent=2, failed=["HTTP 400"])
+    lease = 2
+    env = smtp_env(controller.port, REPORT_LEASE_SECONDS=str(lease))
+    with ChildProcess([sys.executable, MANAGE, "send_report"], env=env) as sender:
+        assert wait_for(inbox.holding.is_set, timeout=60)
+        run = ReportRun.objects.get()
+        assert run.sent_at is None
+        sender.send_signal(signal.SIGKILL)
+        sender.wait(timeout=10)
+        assert sender.returncode == -signal.SIGKILL
+    inbox.release.set()
+    assert inbox.messages == []
+    # Its lease still runs (whatever the machine's pace: asked at a time inside it).
+    inside_lease = run.lease_until - timedelta(milliseconds=1)
+    assert reports.send_daily_report(inside_lease) == "skipped: being sent"
+    assert reports.send_overdue_reports(inside_lease) == []
+    assert wait_for(lambda: timezone.now() > run.lease_until, timeout=lease + 10)
+    with ChildProcess([sys.executable, MANAGE, "send_report", "--catch-up"], env=env) as next_one:
+        next_one.wait(timeout=120)
+        output, errors = next_one.output()
+    assert next_one.returncode == 0, errors[-3000:]
+    assert output.strip() == f"sent: {run.day:%Y-%m-%d}"
+    assert wait_for(lambda: inbox.messages, timeout=10)
+    assert reports.send_overdue_reports() == []
+    assert reports.send_daily_report(run.started_at) == "skipped: already sent"
+    assert len(inbox.messages) == 1
+    received = email.message_from_bytes(inbox.messages[0][1], policy=email.policy.default)
+    assert received["Subject"] == f"Mailing report {run.day:%Y-%m-%d}: 1 mailings, 2 sent, 1 failed"
+    run.refresh_from_db()
+    assert run.sent_at is not None and run.attempts == 2

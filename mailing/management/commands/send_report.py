@@ -17,6 +17,16 @@ class Command(BaseCommand):
         parser.add_argument(
             "--force", action="store_true", help="send even if today's report was sent"
         )
+        parser.add_argument(
+            "--catch-up",
+            action="store_true",
+            help="instead, send the claimed reports whose lease ran out unsent (what the "
+            "report-catch-up schedule does every minute)",
+        )
 
-    def handle(self, *args, force: bool = False, **options) -> None:
+    def handle(self, *args, force: bool = False, catch_up: bool = False, **options) -> None:
+        if catch_up:
+            days = reports.send_overdue_reports()
+            self.stdout.write("sent: " + (", ".join(f"{day:%Y-%m-%d}" for day in days) or "none"))
+            return
         self.stdout.write(reports.send_daily_report(force=force))
