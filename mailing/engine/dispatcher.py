@@ -104,9 +104,16 @@ class DispatchReport:
 
     outcomes: dict[str, int] = field(default_factory=dict)
     claimed: int = 0
+    # The latest decision to start a call (the dispatcher clock's wall time, taken where the
+    # mailing's end is checked): what "nothing is sent at or after end_at" is about.
+    last_send_started_at: datetime | None = None
 
     def count(self, outcome: str) -> None:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+    def send_started(self, at: datetime) -> None:
+        if self.last_send_started_at is None or at > self.last_send_started_at:
+            self.last_send_started_at = at
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,8 +314,10 @@ class Dispatcher:
     async def _send_one(self, client: SendClient, claim: Claimed) -> SendResult | None:
         """The call, or None when the mailing ended before it could start."""
         # Checked at the last moment before the call: nothing is sent at or after the end.
-        if self.clock.now() >= claim.end_at:
+        now = self.clock.now()
+        if now >= claim.end_at:
             return None
+        self.report.send_started(now)
         result = await client.send(claim.message)
         self._observe(result)
         return result
