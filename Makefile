@@ -36,6 +36,7 @@ run: demo
 lint: install lint-config
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 # Each deployment file checked by the tool made for it (the Kubernetes manifests: by their
 # schemas in tests/test_deploy.py).

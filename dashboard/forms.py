@@ -45,6 +45,13 @@ def apply_service_errors(form: forms.Form, error: ValidationError, aliases: dict
             form.add_error(field, message)
 
 
+def _set_choices(form: forms.Form, name: str, choices: list[tuple[str, str]]) -> None:
+    """Fill a choice field's options (known only when the form is built)."""
+    field = form.fields[name]
+    assert isinstance(field, forms.ChoiceField)
+    field.choices = choices
+
+
 class MailingForm(forms.Form):
     start_at = forms.DateTimeField(
         label="Start", widget=DateTimeLocalInput(), input_formats=[DATETIME_FORMAT]
@@ -114,8 +121,8 @@ class MailingForm(forms.Form):
         for value in self.initial.get("tags", []):
             if value not in tags:
                 tags.append(value)
-        self.fields["operator_codes"].choices = [(c, c) for c in sorted(codes)]
-        self.fields["tags"].choices = [(t, t) for t in sorted(tags)]
+        _set_choices(self, "operator_codes", [(c, c) for c in sorted(codes)])
+        _set_choices(self, "tags", [(t, t) for t in sorted(tags)])
 
     @staticmethod
     def initial_of(mailing: Mailing) -> dict[str, object]:
@@ -138,7 +145,8 @@ class MailingForm(forms.Form):
         return [label for name, label in rules.MAILING_FIELDS.items() if name in self.editable]
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         start, end = data.get("window_start"), data.get("window_end")
         data["send_window"] = None
         if (start is None) != (end is None):
@@ -180,8 +188,8 @@ class PreviewForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["operator_codes"].choices = [(c, c) for c in selectors.operator_code_choices()]
-        self.fields["tags"].choices = [(t, t) for t in selectors.tag_choices()]
+        _set_choices(self, "operator_codes", [(c, c) for c in selectors.operator_code_choices()])
+        _set_choices(self, "tags", [(t, t) for t in selectors.tag_choices()])
 
 
 class ClientForm(forms.Form):
@@ -201,9 +209,11 @@ class ClientForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["timezone"].choices = [("", "Choose a time zone")] + [
-            (z, z) for z in sorted(rules.known_timezones())
-        ]
+        _set_choices(
+            self,
+            "timezone",
+            [("", "Choose a time zone")] + [(z, z) for z in sorted(rules.known_timezones())],
+        )
 
 
 class ImportForm(forms.Form):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -25,6 +26,9 @@ from mailing import sql
 from mailing.actors import Actor
 from mailing.models import Event, Message, MessageStatus
 from mailing.rules import ERROR_MAX_LENGTH
+
+if TYPE_CHECKING:  # (the engine records through this module; only its type is needed here)
+    from mailing.engine.provider import SendResult
 
 # Kinds, by subject.
 CLIENT_CREATED = "client.created"
@@ -48,7 +52,7 @@ MESSAGE_EXPIRED = "message.expired"
 MESSAGE_CANCELLED = "message.cancelled"
 MESSAGE_FAILED = "message.failed"
 # The event of a message given a final status without a send attempt.
-SETTLED_KIND = {
+SETTLED_KIND: dict[str, str] = {
     MessageStatus.EXPIRED: MESSAGE_EXPIRED,
     MessageStatus.CANCELLED: MESSAGE_CANCELLED,
     MessageStatus.FAILED: MESSAGE_FAILED,
@@ -90,7 +94,7 @@ def actor_columns(actor: Actor | None) -> dict[str, object]:
     return {"actor_id": actor.user_id, "actor_name": actor.name, "actor_token": actor.token}
 
 
-def record_attempts(rows: Iterable[tuple[int, int, int | None, object]], at: datetime) -> None:
+def record_attempts(rows: Iterable[tuple[int, int, int | None, SendResult]], at: datetime) -> None:
     """One event per send attempt, in one multi-row INSERT.
 
     ``rows`` are ``(mailing_id, message_id, client_id, SendResult)``; attempts counts the

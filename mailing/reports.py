@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from datetime import date, datetime, time, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
@@ -55,7 +56,7 @@ def processed_mailings(since: datetime, until: datetime):
     )
 
 
-def build_report(now: datetime | None = None) -> dict[str, object]:
+def build_report(now: datetime | None = None) -> dict[str, Any]:
     """The report's numbers: per mailing its counts by status and most common failure
     reasons (counters and a bounded sample: cheap however many messages), and totals."""
     now = now or timezone.now()
@@ -91,7 +92,7 @@ def build_report(now: datetime | None = None) -> dict[str, object]:
     }
 
 
-def subject_of(report: dict[str, object]) -> str:
+def subject_of(report: dict[str, Any]) -> str:
     totals = report["totals"]
     return (
         f"Mailing report {report['day']:%Y-%m-%d}: {len(report['mailings'])} mailings, "
@@ -99,7 +100,7 @@ def subject_of(report: dict[str, object]) -> str:
     )
 
 
-def render_email(report: dict[str, object], recipients: list[str]) -> EmailMultiAlternatives:
+def render_email(report: dict[str, Any], recipients: list[str]) -> EmailMultiAlternatives:
     context = {"report": report, "time_zone": settings.TIME_ZONE}
     message = EmailMultiAlternatives(
         subject=subject_of(report),

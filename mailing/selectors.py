@@ -4,6 +4,7 @@ so their cost grows with the number of mailings, never with the number of messag
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Literal, TypedDict
 from zoneinfo import ZoneInfo
 
 from django.db.models import Count, Q, QuerySet, Sum
@@ -115,7 +116,16 @@ def failure_reasons(
     return [{"reason": row["last_error"], "count": row["count"]} for row in rows]
 
 
-def mailing_stats(mailing: Mailing) -> dict[str, object]:
+class MailingStats(TypedDict):
+    mailing_id: int
+    status: str
+    stats: dict[str, int]
+    progress: float
+    fanned_out: bool
+    failure_reasons: list[dict[str, object]]
+
+
+def mailing_stats(mailing: Mailing) -> MailingStats:
     counters = mailing.counters()
     return {
         "mailing_id": mailing.pk,
@@ -148,12 +158,26 @@ def overall_stats() -> dict[str, object]:
 DISPATCHER_ALIVE_WITHIN = timedelta(seconds=10)
 
 
-def provider_health(now: datetime | None = None) -> dict[str, object]:
+class DispatcherHealth(TypedDict):
+    slot: int
+    circuit_state: str
+    heartbeat_at: datetime | None
+    alive: bool
+
+
+class ProviderHealth(TypedDict):
+    paused_for_credentials: bool
+    auth_error: str
+    auth_failed_at: datetime | None
+    dispatchers: list[DispatcherHealth]
+
+
+def provider_health(now: datetime | None = None) -> ProviderHealth:
     """The send API as the workers see it: refused credentials and each dispatcher's circuit."""
     now = now or timezone.now()
     state = ProviderState.objects.filter(pk=1).values("auth_failed_at", "auth_error").first()
     state = state or {"auth_failed_at": None, "auth_error": ""}
-    dispatchers = [
+    dispatchers: list[DispatcherHealth] = [
         {
             "slot": slot.slot,
             "circuit_state": slot.circuit_state,
@@ -221,8 +245,9 @@ def send_api_health(now: datetime | None = None) -> dict[str, object]:
     if not requests:
         return {"requests": 0, "p50_ms": None, "p95_ms": None, "error_rate": None}
 
-    def weighted(name: str) -> float:
-        return sum(row[name] * row["send_requests"] for row in rows) / requests
+    def weighted(name: Literal["send_p50_ms", "send_p95_ms", "send_error_rate"]) -> float:
+        # (A slot that counted requests stored their figures too: `or` only satisfies the type.)
+        return sum((row[name] or 0.0) * row["send_requests"] for row in rows) / requests
 
     return {
         "requests": requests,
@@ -258,6 +283,7 @@ def events_for(
         return events.filter(mailing_id=mailing_id, message_id__isnull=True)
     if client_id is not None:
         return events.filter(client_id=client_id)
+    assert message_id is not None  # (exactly one was given)
     mailing_of_message = (
         Message.objects.filter(pk=message_id).values_list("mailing_id", flat=True).first()
     )

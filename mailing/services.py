@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from datetime import datetime, time
+from typing import Any, TypeGuard
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -82,7 +84,7 @@ def _check_timezone(name: object, errors: _Errors) -> None:
 # --- Clients ------------------------------------------------------------------------
 
 
-def client_errors(fields: dict[str, object]) -> dict[str, list[str]]:
+def client_errors(fields: Mapping[str, object]) -> dict[str, list[str]]:
     """What is wrong with a client's fields, by field (empty when valid); no database access,
     so bulk imports can check many rows quickly with the same rules."""
     errors = _Errors()
@@ -117,7 +119,7 @@ def create_client(
     tag: str = "",
     actor: Actor | None = None,
 ) -> Client:
-    fields: dict[str, object] = {
+    fields: dict[str, Any] = {
         "phone": phone,
         "operator_code": operator_code
         or (operator_code_of(phone) if isinstance(phone, str) else ""),
@@ -203,7 +205,7 @@ def _normalise_list(values: object) -> list[str] | None:
     return sorted(set(values))
 
 
-def _is_aware(value: object) -> bool:
+def _is_aware(value: object) -> TypeGuard[datetime]:
     return isinstance(value, datetime) and timezone.is_aware(value)
 
 
@@ -222,7 +224,8 @@ def _validate_mailing(fields: dict[str, object], errors: _Errors, now: datetime)
         # PostgreSQL cannot store it, and no phone can display it.
         errors.add("text", "Text must not contain NUL characters.")
     codes, tags = fields["operator_codes"], fields["tags"]
-    if codes is None:
+    # Both went through _normalise_list: a list of text, or None when they were not one.
+    if not isinstance(codes, list):
         errors.add(
             "filter.operator_codes",
             f"Must be a list of {OPERATOR_CODE_LENGTH}-digit operator codes.",
@@ -230,7 +233,7 @@ def _validate_mailing(fields: dict[str, object], errors: _Errors, now: datetime)
     else:
         for code in codes:
             _check_operator_code(code, errors, "filter.operator_codes")
-    if tags is None:
+    if not isinstance(tags, list):
         errors.add("filter.tags", "Must be a list of tags.")
     else:
         for tag in tags:

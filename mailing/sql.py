@@ -10,8 +10,8 @@ Each one runs on SQLite and PostgreSQL (``tests/test_sql.py`` runs them on both)
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from django.db import connection
 from django.db.models import (
@@ -142,7 +142,7 @@ def settle_messages_logging_events(
         f"UPDATE {table} SET status = %s, claimed_by = NULL, last_error = %s "  # noqa: S608
         f"WHERE {where_sql} RETURNING id, mailing_id, client_id"
     )
-    update_params: Sequence[object] = [to_status, reason, *where_params]
+    update_params: list[Any] = [to_status, reason, *where_params]
     data = json.dumps(event_data, ensure_ascii=False, sort_keys=True)
     adapt = connection.ops.adapt_datetimefield_value
     with connection.cursor() as cursor:

@@ -10,8 +10,9 @@ import hashlib
 import logging
 import secrets
 from datetime import timedelta
+from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q
@@ -35,9 +36,7 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def issue_token(
-    user: AbstractBaseUser, name: str, *, actor: Actor | None = None
-) -> tuple[ApiToken, str]:
+def issue_token(user: User, name: str, *, actor: Actor | None = None) -> tuple[ApiToken, str]:
     """Create a token for ``user``; returns the row and the raw key (shown once, never stored)."""
     name = name.strip() if isinstance(name, str) else ""
     if not name or len(name) > TOKEN_NAME_MAX_LENGTH or not name.isprintable():
@@ -57,7 +56,7 @@ def issue_token(
     return token, key
 
 
-def _token_data(token: ApiToken) -> dict[str, object]:
+def _token_data(token: ApiToken) -> dict[str, Any]:
     return {"token_id": token.pk, "name": token.name, "prefix": token.prefix}
 
 
@@ -76,7 +75,7 @@ def revoke_token(token: ApiToken, *, actor: Actor | None = None) -> ApiToken:
     return token
 
 
-def authenticate_key(key: str) -> AbstractBaseUser | None:
+def authenticate_key(key: str) -> User | None:
     """The active staff user owning this live key, or None."""
     token = authenticate_token(key)
     return token.user if token is not None else None

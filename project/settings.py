@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -293,7 +294,7 @@ OIDC_ALLOWED_EMAIL_DOMAINS = [
     domain.lower() for domain in env_list("OIDC_ALLOWED_EMAIL_DOMAINS", "example.com")
 ]
 OIDC_STAFF_GROUP = env_str("OIDC_STAFF_GROUP", "staff")
-SOCIALACCOUNT_PROVIDERS = {
+SOCIALACCOUNT_PROVIDERS: dict[str, dict[str, Any]] = {
     "openid_connect": {
         "OAUTH_PKCE_ENABLED": True,
         "SCOPE": ["openid", "profile", "email", *(["groups"] if OIDC_STAFF_GROUP else [])],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from datetime import timedelta
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
@@ -51,9 +52,7 @@ def mailing_create(request):
                 return redirect("dashboard:mailing_detail", pk=mailing.pk)
     else:
         now = timezone.localtime().replace(second=0, microsecond=0)
-        form = ui_forms.MailingForm(
-            initial={"start_at": now, "end_at": now + timezone.timedelta(days=1)}
-        )
+        form = ui_forms.MailingForm(initial={"start_at": now, "end_at": now + timedelta(days=1)})
     return render(request, "dashboard/mailings/form.html", {"form": form, "mailing": None})
 
 
@@ -122,7 +121,9 @@ def _progress_context(request, mailing: Mailing) -> dict:
     counters = stats["stats"]
     done = mailing.settled
     now_t = time.time()
-    rate = None
+    rate: float | None = None
+    prev_t: float | None
+    prev_done: int | None
     try:
         prev_t = float(request.GET.get("t", ""))
         prev_done = int(request.GET.get("done", ""))
@@ -130,7 +131,12 @@ def _progress_context(request, mailing: Mailing) -> dict:
     except ValueError:
         prev_t = prev_done = None
         prev_rate = ""
-    if prev_t is not None and 0 < now_t - prev_t < 600 and done >= prev_done:
+    if (
+        prev_t is not None
+        and prev_done is not None
+        and 0 < now_t - prev_t < 600
+        and done >= prev_done
+    ):
         rate = (done - prev_done) / (now_t - prev_t)
         with contextlib.suppress(ValueError):  # smooth: the rate is noisy between polls
             rate = 0.5 * rate + 0.5 * float(prev_rate) if prev_rate else rate

@@ -174,17 +174,17 @@ async def _handle_send(request: web.Request) -> web.StreamResponse:
         return web.Response(body=payload, content_type=content_type)
     # drip: delivered, but the answer crawls, to catch clients that bound only per-read time.
     recorder.record_delivery(msg_id, phone, outcome="drip", arrived_at=arrived_at)
-    response = web.StreamResponse(headers={"Content-Type": "application/json"})
-    response.content_length = len(OK_BODY)
+    stream = web.StreamResponse(headers={"Content-Type": "application/json"})
+    stream.content_length = len(OK_BODY)
     try:
-        await response.prepare(request)
+        await stream.prepare(request)
         for i in range(len(OK_BODY)):
             if i:
                 await asyncio.sleep(DRIP_INTERVAL_SECONDS)
-            await response.write(OK_BODY[i : i + 1])
+            await stream.write(OK_BODY[i : i + 1])
     except ConnectionError:
         pass  # The client gave up, which is what this fault is for.
-    return response
+    return stream
 
 
 # --- the scenario routes --------------------------------------------------------------------

@@ -11,7 +11,7 @@ import struct
 _LINGER_RST = struct.pack("ii", 1, 0)
 
 
-def abort_with_rst(transport: asyncio.BaseTransport | None) -> None:
+def abort_with_rst(transport: asyncio.Transport | None) -> None:
     """Drop the connection with a TCP RST and no answer."""
     if transport is None:
         return

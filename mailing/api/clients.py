@@ -23,7 +23,7 @@ router = Router(tags=["clients"])
 @paginate(ApiPagination)
 def list_clients(request: HttpRequest, filters: Query[ClientFilters]) -> QuerySet[Client]:
     """Clients by id; filter by exact `tag` and `operator_code`."""
-    return selectors.list_clients(tag=filters.tag, operator_code=filters.operator_code)
+    return selectors.list_clients(**filters.model_dump())
 
 
 @router.post("/clients", response=responses({201: ClientOut}, body=True))

@@ -15,7 +15,9 @@ from mailing.models import Client, Event, Mailing, Message
 router = Router(tags=["events"])
 
 
-def _timeline(model: type, object_id: int, **selector: int) -> QuerySet[Event]:
+def _timeline(
+    model: type[Client] | type[Mailing] | type[Message], object_id: int, **selector: int
+) -> QuerySet[Event]:
     """The events of one object; 404 when neither the object nor any event of it exists
     (the events of a deleted client or mailing stay readable)."""
     events = selectors.events_for(**selector)

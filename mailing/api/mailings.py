@@ -8,6 +8,7 @@ from django.shortcuts import get_object_or_404
 from ninja import Query, Router
 from ninja.pagination import paginate
 from ninja.responses import Status
+from pydantic import MISSING
 
 from mailing import selectors, services
 from mailing.actors import Actor
@@ -33,8 +34,10 @@ router = Router(tags=["mailings"])
 def _changes(payload: MailingPatch) -> dict[str, Any]:
     """The PATCH body as services keyword arguments (only what the caller sent)."""
     given = payload.model_dump(exclude_unset=True)
-    changes = {name: given[name] for name in ("start_at", "end_at", "text") if name in given}
-    if payload.filter is not None:
+    changes: dict[str, Any] = {
+        name: given[name] for name in ("start_at", "end_at", "text") if name in given
+    }
+    if payload.filter is not MISSING:
         changes |= payload.filter.model_dump(exclude_unset=True)
     if "send_window" in given:
         window = payload.send_window
@@ -46,7 +49,7 @@ def _changes(payload: MailingPatch) -> dict[str, Any]:
 @paginate(ApiPagination)
 def list_mailings(request: HttpRequest, filters: Query[MailingFilters]) -> QuerySet[Mailing]:
     """Newest first, each with its message counts by status; filter by `status`."""
-    return selectors.list_mailings(status=filters.status)
+    return selectors.list_mailings(**filters.model_dump())
 
 
 @router.post("/mailings", response=responses({201: MailingOut}, body=True))
@@ -140,7 +143,7 @@ def cancel_mailing(request: HttpRequest, mailing_id: ObjectId) -> Mailing:
 @router.get(
     "/mailings/{mailing_id}/stats", response=responses({200: MailingStatsOut}, not_found=True)
 )
-def mailing_stats(request: HttpRequest, mailing_id: ObjectId) -> dict[str, object]:
+def mailing_stats(request: HttpRequest, mailing_id: ObjectId) -> selectors.MailingStats:
     """Counts by status, progress and the most common failure reasons."""
     return selectors.mailing_stats(get_object_or_404(Mailing, pk=mailing_id))
 
@@ -154,4 +157,6 @@ def list_messages(
     request: HttpRequest, mailing_id: ObjectId, filters: Query[MessageFilters]
 ) -> QuerySet[Message]:
     """The mailing's messages by id; filter by `status`."""
-    return selectors.list_messages(get_object_or_404(Mailing, pk=mailing_id), status=filters.status)
+    return selectors.list_messages(
+        get_object_or_404(Mailing, pk=mailing_id), **filters.model_dump()
+    )

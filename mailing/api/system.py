@@ -20,7 +20,7 @@ def overall_stats(request: HttpRequest) -> JsonResponse:
 
 
 @router.get("/provider", response=responses({200: ProviderHealthOut}))
-def provider_health(request: HttpRequest) -> dict[str, object]:
+def provider_health(request: HttpRequest) -> selectors.ProviderHealth:
     """The send API as the workers see it: whether it refused our credentials (sending is
     paused until PROBE_TOKEN works again) and each dispatcher's circuit and heartbeat."""
     return selectors.provider_health()

@@ -257,7 +257,7 @@ class Dispatcher:
         allowance = self.gate.allowance(len(sends.in_flight))
         if allowance.requests == 0:
             return 0
-        claimed = await self._db_safely("claim", [], self._claim, allowance.requests)
+        claimed: list[Claimed] = await self._db_safely("claim", [], self._claim, allowance.requests)
         if not claimed:
             return 0
         if allowance.probe is not None:

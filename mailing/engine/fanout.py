@@ -21,7 +21,8 @@ logger = logging.getLogger("mailing.engine")
 
 def _zone_openings(mailing: Mailing, now: datetime) -> dict[str, datetime]:
     """When each client zone's window next opens (grouped: few zones, many clients)."""
-    if not mailing.has_window:
+    window = mailing.send_window
+    if window is None:
         return {}
     zones = (
         matching_clients(mailing.operator_codes, mailing.tags)
@@ -35,7 +36,7 @@ def _zone_openings(mailing: Mailing, now: datetime) -> dict[str, datetime]:
             info = ZoneInfo(zone)
         except (ZoneInfoNotFoundError, ValueError):
             continue  # checked again when claimed, where the message fails with the reason
-        openings[zone] = next_window_opening(now, info, mailing.window_start, mailing.window_end)
+        openings[zone] = next_window_opening(now, info, window.start, window.end)
     return openings
 
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from ninja import Field, Schema
-from pydantic import (
-    StringConstraints,
-)
+from pydantic import MISSING, StringConstraints
 
 from mailing.api.schemas.fields import (
     InputSchema,
@@ -15,7 +13,7 @@ from mailing.api.schemas.fields import (
     Phone,
     Tag,
     Timezone,
-    optional,
+    absent,
 )
 from mailing.rules import OPERATOR_CODE_REGEX
 
@@ -29,11 +27,12 @@ class ClientIn(InputSchema):
     tag: Tag = ""
 
 
+# PATCH fields may be absent (MISSING: left out of model_dump); null is refused (422).
 class ClientPatch(InputSchema):
-    phone: Phone = optional()
-    timezone: Timezone = optional()
-    operator_code: OperatorCode = optional()
-    tag: Tag = optional()
+    phone: Phone | MISSING = absent()
+    timezone: Timezone | MISSING = absent()
+    operator_code: OperatorCode | MISSING = absent()
+    tag: Tag | MISSING = absent()
 
 
 class ClientOut(Schema):
@@ -46,5 +45,7 @@ class ClientOut(Schema):
 
 # Query filters: absent means "any"; there is no null in a query string.
 class ClientFilters(Schema):
-    tag: Tag = None
-    operator_code: Annotated[str, StringConstraints(pattern=OPERATOR_CODE_REGEX)] = None
+    tag: Tag | MISSING = absent()
+    operator_code: Annotated[str, StringConstraints(pattern=OPERATOR_CODE_REGEX)] | MISSING = (
+        absent()
+    )

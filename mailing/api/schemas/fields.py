@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from ninja import Field, Schema
 from pydantic import (
+    MISSING,
     AfterValidator,
     AwareDatetime,
     BeforeValidator,
@@ -134,12 +135,14 @@ def _to_utc(value: datetime) -> datetime:
 UtcDatetime = Annotated[datetime, AfterValidator(_to_utc)]
 
 
-def optional(description: str | None = None) -> Any:
-    """A PATCH field: may be absent; an explicit null fails its type check (422).
+def absent(description: str | None = None) -> Any:
+    """The default of a field that may be left out, typed ``X | MISSING``: absent, it is
+    ``MISSING`` (left out of ``model_dump``); an explicit null fails the type check (422).
 
-    (The OpenAPI document drops the resulting ``"default": null``: see ``MailingAPI``.)
+    Given by a factory: django-ninja's schema generator cannot encode the sentinel as a
+    default (and a field that may be absent has no default to document).
     """
-    return Field(None, description=description)
+    return Field(default_factory=lambda: MISSING, description=description)
 
 
 class InputSchema(Schema):

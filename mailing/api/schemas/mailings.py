@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import time
+from typing import Annotated
 
 from ninja import Field, Schema
-from pydantic import BaseModel
+from pydantic import MISSING, BaseModel
 
 from mailing.api.schemas.fields import (
     ClockTime,
@@ -15,7 +16,7 @@ from mailing.api.schemas.fields import (
     OperatorCode,
     Tag,
     UtcDatetime,
-    optional,
+    absent,
 )
 from mailing.models import Mailing, MailingStatus
 from mailing.rules import FILTER_MAX_ITEMS, SendWindow
@@ -30,9 +31,12 @@ class FilterIn(InputSchema):
     tags: list[Tag] = Field(default_factory=list, max_length=FILTER_MAX_ITEMS)
 
 
+# PATCH fields may be absent (MISSING: left out of model_dump); null is refused (422).
 class FilterPatch(InputSchema):
-    operator_codes: list[OperatorCode] = Field(None, max_length=FILTER_MAX_ITEMS)
-    tags: list[Tag] = Field(None, max_length=FILTER_MAX_ITEMS)
+    operator_codes: Annotated[list[OperatorCode], Field(max_length=FILTER_MAX_ITEMS)] | MISSING = (
+        absent()
+    )
+    tags: Annotated[list[Tag], Field(max_length=FILTER_MAX_ITEMS)] | MISSING = absent()
 
 
 class SendWindowIn(InputSchema):
@@ -53,10 +57,10 @@ class MailingIn(InputSchema):
 
 
 class MailingPatch(InputSchema):
-    start_at: Moment = optional()
-    end_at: Moment = optional()
-    text: MessageText = optional()
-    filter: FilterPatch = optional("Only the lists given change.")
+    start_at: Moment | MISSING = absent()
+    end_at: Moment | MISSING = absent()
+    text: MessageText | MISSING = absent()
+    filter: FilterPatch | MISSING = absent("Only the lists given change.")
     send_window: SendWindowIn | None = Field(None, description="null removes the window.")
 
 
@@ -108,8 +112,9 @@ class MailingOut(Schema):
         return obj.counters()
 
 
+# Absent means "any" (there is no null in a query string).
 class MailingFilters(Schema):
-    status: MailingStatus = None
+    status: MailingStatus | MISSING = absent()
 
 
 class FailureReason(Schema):

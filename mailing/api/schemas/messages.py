@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from ninja import Schema
+from pydantic import MISSING
 
 from mailing.api.schemas.fields import (
     UtcDatetime,
+    absent,
 )
 from mailing.models import MessageStatus
 
@@ -22,5 +24,6 @@ class MessageOut(Schema):
     last_error: str
 
 
+# Absent means "any" (there is no null in a query string).
 class MessageFilters(Schema):
-    status: MessageStatus = None
+    status: MessageStatus | MISSING = absent()
