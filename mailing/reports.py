@@ -136,7 +136,7 @@ def _claim_day(day: date, now: datetime, recipients: int) -> ReportRun | None:
         return _take_over(day, now)
 
 
-def _send(run: ReportRun | None, report: dict[str, object], recipients: list[str]) -> None:
+def _send(run: ReportRun | None, report: dict[str, Any], recipients: list[str]) -> None:
     """Hand the report to SMTP; mark the run sent, or release its lease when that failed."""
     day = report["day"]
     try:
