@@ -3,9 +3,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 import django_filters
-from django.db.models import Q
+from django.db.models import QuerySet
+from django.http import QueryDict
 from django.utils import timezone
 
+from dashboard.forms import INPUT_MAX_LENGTH
 from mailing import selectors
 from mailing.models import Client, Mailing, MailingStatus, Message, MessageStatus
 
@@ -39,7 +41,12 @@ class MailingFilter(django_filters.FilterSet):
 
 
 class ClientFilter(django_filters.FilterSet):
-    q = django_filters.CharFilter(label="Search", method="search")
+    q = django_filters.CharFilter(
+        label="Search",
+        method="search",
+        max_length=INPUT_MAX_LENGTH,
+        help_text="Any part of the phone in any notation, a tag, an operator code.",
+    )
     operator_code = django_filters.ChoiceFilter(label="Operator code", empty_label="Any")
     tag = django_filters.ChoiceFilter(label="Tag", empty_label="Any")
 
@@ -55,12 +62,27 @@ class ClientFilter(django_filters.FilterSet):
         self.filters["tag"].extra["choices"] = [(t, t) for t in selectors.tag_choices()]
 
     def search(self, queryset, name, value):
-        value = value.strip()
-        if not value:
-            return queryset
-        return queryset.filter(
-            Q(phone__startswith=value) | Q(tag__icontains=value) | Q(timezone__icontains=value)
-        )
+        return queryset.filter(selectors.client_search(value))
+
+
+FILTER_FIELDS = ("q", "operator_code", "tag")
+
+
+def filtered_clients(query: QueryDict) -> tuple[ClientFilter, QuerySet[Client]]:
+    """The list's filter and the clients it matches (none while the filter is invalid:
+    an invalid field must not silently widen the set)."""
+    filterset = ClientFilter(query, queryset=Client.objects.all())
+    clients = filterset.qs if filterset.is_valid() else Client.objects.none()
+    return filterset, clients
+
+
+def filter_query(query: QueryDict) -> str:
+    """The filter's part of a query string (no page, sort or page size)."""
+    kept = QueryDict(mutable=True)
+    for name in FILTER_FIELDS:
+        if query.get(name):
+            kept[name] = query[name]
+    return kept.urlencode()
 
 
 class MessageFilter(django_filters.FilterSet):

@@ -12,7 +12,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from mailing import rules, selectors
+from mailing import phones, rules, selectors
 from mailing.models import Mailing
 from mailing.rules import TEXT_MAX_LENGTH, TIMEZONE_MAX_LENGTH, EmptySendWindow, SendWindow
 
@@ -196,7 +196,7 @@ class ClientForm(forms.Form):
     phone = forms.CharField(
         label="Phone",
         max_length=INPUT_MAX_LENGTH,
-        help_text=f"{rules.PHONE_LENGTH} digits starting with 7.",
+        help_text="Any common notation: +7 916 123-45-67, 8 (916) 123-45-67, 79161234567.",
     )
     operator_code = forms.CharField(
         label="Operator code",
@@ -206,6 +206,10 @@ class ClientForm(forms.Form):
     )
     tag = forms.CharField(label="Tag", required=False, max_length=INPUT_MAX_LENGTH, strip=False)
     timezone = forms.ChoiceField(label="Time zone")
+
+    def clean_phone(self) -> str:
+        # Stored as 79161234567; what cannot be read so is left for the service to word.
+        return phones.normalise(self.cleaned_data["phone"])
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -233,3 +237,46 @@ class TokenForm(forms.Form):
 class TimezoneForm(forms.Form):
     timezone = forms.CharField(max_length=TIMEZONE_MAX_LENGTH)
     next = forms.CharField(required=False, max_length=2000)
+
+
+class IdsField(forms.TypedMultipleChoiceField):
+    """Row ids posted by the checkboxes of a table (any number-like value; the query
+    decides which of them exist)."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(coerce=int, required=False, **kwargs)
+
+    def valid_value(self, value: object) -> bool:
+        return isinstance(value, str) and value.isdigit() and len(value) <= rules.ID_MAX_DIGITS
+
+
+class BulkClientsForm(forms.Form):
+    """A bulk action on clients: what to do, and to whom (the rows ticked, or every client
+    the list's filter matches, up to the highest id counted when it was confirmed)."""
+
+    ACTIONS = {"set_tag": "Set the tag", "delete": "Delete"}
+    SCOPES = {"selected": "The clients ticked", "matching": "Every client the filter matches"}
+
+    action = forms.ChoiceField(label="Action", choices=list(ACTIONS.items()))
+    tag = forms.CharField(
+        label="Tag",
+        required=False,
+        max_length=INPUT_MAX_LENGTH,
+        strip=False,
+        help_text="For “Set the tag”; empty removes the tag.",
+    )
+    scope = forms.ChoiceField(
+        label="Apply to", choices=list(SCOPES.items()), widget=forms.RadioSelect, initial="selected"
+    )
+    ids = IdsField(label="Clients", widget=forms.MultipleHiddenInput)
+    query = forms.CharField(required=False, max_length=2000, widget=forms.HiddenInput)
+    upto = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("scope") == "selected":
+            if not data.get("ids"):
+                self.add_error("ids", "Tick at least one client, or choose every matching one.")
+            elif len(data["ids"]) > rules.UI_PAGE_MAX:
+                self.add_error("ids", f"At most {rules.UI_PAGE_MAX} ticked clients at once.")
+        return data

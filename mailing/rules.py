@@ -46,6 +46,10 @@ IMPORT_MAX_ROWS = 500_000
 
 # Pages and samples.
 UI_PAGE_SIZE = 25
+# What ?per_page= may ask of any staff table.
+UI_PAGE_MAX = 100
+# A row id in a form (a bigint has 19 digits at most).
+ID_MAX_DIGITS = 18
 API_PAGE_SIZE = 50
 API_PAGE_MAX = 1000
 # Any offset past the end just gives an empty page; the bound keeps it inside int64.

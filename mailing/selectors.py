@@ -3,13 +3,15 @@ so their cost grows with the number of mailings, never with the number of messag
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from typing import Literal, TypedDict
 from zoneinfo import ZoneInfo
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.utils import timezone
 
+from mailing import phones
 from mailing.events import MESSAGE_TIMELINE_MAILING_KINDS
 from mailing.models import (
     COUNTER_FIELDS,
@@ -25,6 +27,7 @@ from mailing.models import (
 from mailing.rules import (
     FAILURE_REASONS_SHOWN,
     FAILURE_SAMPLE,
+    OPERATOR_CODE_REGEX,
     RECENT_MAILINGS,
     TIMELINE_LENGTH,
     SendWindow,
@@ -53,6 +56,28 @@ def list_clients(*, tag: str | None = None, operator_code: str | None = None) ->
     if operator_code is not None:
         clients = clients.filter(operator_code=operator_code)
     return clients
+
+
+def client_search(text: str) -> Q:
+    """The clients a search box's text finds: by any part of the phone in any common
+    notation (``mailing.phones.search_query``), by tag (any part, any case), by operator
+    code (exactly) or by time zone (any part)."""
+    text = text.strip()
+    if not text:
+        return Q()
+    condition = Q(tag__icontains=text) | Q(timezone__icontains=text)
+    phone = phones.search_query(text)
+    if phone is not None:
+        condition |= Q(**{f"phone__{phone.lookup}": phone.digits})
+    if re.fullmatch(OPERATOR_CODE_REGEX, text):
+        condition |= Q(operator_code=text)
+    return condition
+
+
+def count_and_last_id(clients: QuerySet[Client]) -> tuple[int, int | None]:
+    """How many clients a set holds and its highest id (what a bulk action confirms)."""
+    found = clients.order_by().aggregate(count=Count("pk"), last=Max("pk"))
+    return found["count"], found["last"]
 
 
 def list_mailings(*, status: str | None = None) -> QuerySet[Mailing]:

@@ -95,6 +95,13 @@ def client_errors(fields: Mapping[str, object]) -> dict[str, list[str]]:
     return errors.by_field
 
 
+def check_tag(tag: object) -> None:
+    """Raise ValidationError({"tag": [...]}) unless ``tag`` is a valid client tag."""
+    errors = _Errors()
+    _check_tag(tag, errors)
+    errors.raise_if_any()
+
+
 def _validate_client(fields: dict[str, object]) -> None:
     errors = client_errors(fields)
     if errors:

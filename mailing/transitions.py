@@ -96,8 +96,14 @@ def settle_pending(
 
 def cancel_messages_of_client(client_id: int, now: datetime) -> int:
     """Cancel the unleased pending messages of one client, in every mailing."""
+    return cancel_messages_of_clients([client_id], now)
+
+
+def cancel_messages_of_clients(client_ids: list[int], now: datetime) -> int:
+    """Cancel the unleased pending messages of these clients, in every mailing."""
     mailing_ids: Iterable[int] = (
-        Message.objects.filter(client_id=client_id, status=MessageStatus.PENDING)
+        Message.objects.filter(client_id__in=client_ids, status=MessageStatus.PENDING)
+        .order_by()
         .values_list("mailing_id", flat=True)
         .distinct()
     )
@@ -107,7 +113,7 @@ def cancel_messages_of_client(client_id: int, now: datetime) -> int:
             mailing_id,
             MessageStatus.CANCELLED,
             now,
-            only=Q(client_id=client_id),
+            only=Q(client_id__in=client_ids),
             reason=Reason.CLIENT_DELETED,
         )
     return cancelled

@@ -15,3 +15,11 @@ def percent(share: float | None) -> str:
     if share is None:
         return ""
     return f"{rules.percent(share):g}%"
+
+
+@register.filter
+def thousands(number: int | None) -> str:
+    """A count with thousands separators: 158876 as "158,876"."""
+    if number is None:
+        return ""
+    return f"{number:,}"

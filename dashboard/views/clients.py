@@ -6,28 +6,76 @@ import time
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
+from django.http import QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.defaultfilters import pluralize
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_http_methods
-from django_tables2 import RequestConfig
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from dashboard import forms as ui_forms
-from dashboard.filters import ClientFilter
-from dashboard.tables import ClientTable
+from dashboard.filters import filter_query, filtered_clients
+from dashboard.tables import ClientTable, configure
 from dashboard.views.common import redirect_page, staff_required
+from mailing import clients as bulk_clients
 from mailing import imports, selectors, services
 from mailing.actors import Actor
 from mailing.models import Client
-from mailing.rules import UI_PAGE_SIZE
 
 
 @staff_required
 @require_GET
 def client_list(request):
-    filterset = ClientFilter(request.GET, queryset=Client.objects.all())
-    table = ClientTable(filterset.qs)
-    RequestConfig(request, paginate={"per_page": UI_PAGE_SIZE}).configure(table)
-    return render(request, "dashboard/clients/list.html", {"filter": filterset, "table": table})
+    filterset, clients = filtered_clients(request.GET)
+    table = ClientTable(clients)
+    configure(request, table)
+    query = filter_query(request.GET)
+    bulk = ui_forms.BulkClientsForm(initial={"query": query})
+    return render(
+        request,
+        "dashboard/clients/list.html",
+        {"filter": filterset, "table": table, "bulk": bulk, "query": query},
+    )
+
+
+@staff_required
+@require_POST
+def client_bulk(request):
+    """Set a tag on, or delete, the ticked clients or every matching one: the first POST
+    asks for a confirmation naming the count, the second (``confirm``) does it."""
+    form = ui_forms.BulkClientsForm(request.POST)
+    clients = None
+    if form.is_valid():
+        data = form.cleaned_data
+        if data["scope"] == "matching":
+            filterset, clients = filtered_clients(QueryDict(data["query"]))
+            if not filterset.is_valid():
+                form.add_error(None, "The list's filter is not valid; apply it again.")
+        else:
+            clients = Client.objects.filter(pk__in=data["ids"])
+        if data["action"] == "set_tag" and not form.errors:
+            try:
+                services.check_tag(data["tag"])
+            except ValidationError as error:
+                ui_forms.apply_service_errors(form, error, {})
+    if form.errors:
+        return render(request, "dashboard/clients/bulk.html", {"form": form})
+    back = reverse("dashboard:client_list") + (f"?{data['query']}" if data["query"] else "")
+    if "confirm" not in request.POST:
+        count, last = selectors.count_and_last_id(clients)
+        return render(
+            request,
+            "dashboard/clients/bulk.html",
+            {"form": form, "count": count, "upto": last, "data": data, "back_url": back},
+        )
+    actor = Actor.of_request(request)
+    upto = data["upto"]
+    if data["action"] == "delete":
+        done = bulk_clients.delete(clients, actor=actor, upto=upto)
+        messages.success(request, f"{done:,} client{pluralize(done)} deleted.")
+    else:
+        done = bulk_clients.set_tag(clients, data["tag"], actor=actor, upto=upto)
+        messages.success(request, f"Tag set on {done:,} client{pluralize(done)}.")
+    return redirect(back)
 
 
 CLIENT_ALIASES: dict[str, str] = {}

@@ -14,16 +14,15 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_tables2 import RequestConfig
 
 from dashboard import forms as ui_forms
 from dashboard.filters import MailingFilter, MessageFilter
-from dashboard.tables import MailingTable, MessageTable
+from dashboard.tables import MailingTable, MessageTable, configure
 from dashboard.views.common import redirect_page, staff_required
 from mailing import rules, selectors, services
 from mailing.actors import Actor
 from mailing.models import Mailing
-from mailing.rules import UI_PAGE_SIZE, Action, EmptySendWindow, StateConflict
+from mailing.rules import Action, EmptySendWindow, StateConflict
 
 
 @staff_required
@@ -31,7 +30,7 @@ from mailing.rules import UI_PAGE_SIZE, Action, EmptySendWindow, StateConflict
 def mailing_list(request):
     filterset = MailingFilter(request.GET, queryset=selectors.list_mailings())
     table = MailingTable(filterset.qs)
-    RequestConfig(request, paginate={"per_page": UI_PAGE_SIZE}).configure(table)
+    configure(request, table)
     return render(request, "dashboard/mailings/list.html", {"filter": filterset, "table": table})
 
 
@@ -162,7 +161,7 @@ def mailing_detail(request, pk: int):
     mailing = get_object_or_404(Mailing, pk=pk)
     filterset = MessageFilter(request.GET, queryset=selectors.list_messages(mailing))
     table = MessageTable(filterset.qs)
-    RequestConfig(request, paginate={"per_page": UI_PAGE_SIZE}).configure(table)
+    configure(request, table)
     return render(
         request,
         "dashboard/mailings/detail.html",

@@ -42,6 +42,15 @@
     root.querySelectorAll("[data-select-on-focus]").forEach(function (el) {
       el.addEventListener("focus", function () { el.select(); });
     });
+    // A table's header box ticks or unticks every row box of its form on the page.
+    root.querySelectorAll("[data-select-all]").forEach(function (box) {
+      var name = box.getAttribute("data-select-all");
+      box.addEventListener("change", function () {
+        document.querySelectorAll('input[type="checkbox"][name="' + name + '"]').forEach(function (row) {
+          row.checked = box.checked;
+        });
+      });
+    });
     document.documentElement.classList.add("js");
   }
 
