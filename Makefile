@@ -37,6 +37,7 @@ lint: install lint-config
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 
 # Each deployment file checked by the tool made for it (the Kubernetes manifests: by their
 # schemas in tests/test_deploy.py).
