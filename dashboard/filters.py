@@ -80,8 +80,9 @@ def filter_query(query: QueryDict) -> str:
     """The filter's part of a query string (no page, sort or page size)."""
     kept = QueryDict(mutable=True)
     for name in FILTER_FIELDS:
-        if query.get(name):
-            kept[name] = query[name]
+        value = query.get(name)
+        if value:
+            kept[name] = value
     return kept.urlencode()
 
 

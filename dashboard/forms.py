@@ -273,7 +273,8 @@ class BulkClientsForm(forms.Form):
     upto = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if data.get("scope") == "selected":
             if not data.get("ids"):
                 self.add_error("ids", "Tick at least one client, or choose every matching one.")

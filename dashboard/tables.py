@@ -3,7 +3,7 @@ from __future__ import annotations
 import copy
 
 import django_tables2 as tables
-from django.http import HttpRequest
+from django.http import HttpRequest, QueryDict
 from django.utils.html import format_html
 from django_tables2 import A, RequestConfig
 
@@ -23,7 +23,7 @@ def configure(request: HttpRequest, table: tables.Table, per_page: int = UI_PAGE
         asked = per_page
     query[field] = str(min(max(asked, 1), UI_PAGE_MAX))
     bounded = copy.copy(request)
-    bounded.GET = query
+    bounded.GET = QueryDict(query.urlencode())  # (immutable, like any request's)
     RequestConfig(bounded, paginate={"per_page": per_page}).configure(table)
     table.request = request  # links keep the query as it was written
 

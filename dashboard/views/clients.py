@@ -57,7 +57,7 @@ def client_bulk(request):
                 services.check_tag(data["tag"])
             except ValidationError as error:
                 ui_forms.apply_service_errors(form, error, {})
-    if form.errors:
+    if form.errors or clients is None:  # (clients is None only when the form is invalid)
         return render(request, "dashboard/clients/bulk.html", {"form": form})
     back = reverse("dashboard:client_list") + (f"?{data['query']}" if data["query"] else "")
     if "confirm" not in request.POST:
