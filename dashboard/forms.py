@@ -53,6 +53,12 @@ def _set_choices(form: forms.Form, name: str, choices: list[tuple[str, str]]) ->
 
 
 class MailingForm(forms.Form):
+    name = forms.CharField(
+        label="Name",
+        max_length=INPUT_MAX_LENGTH,
+        strip=False,
+        help_text="What staff will call it in lists and reports.",
+    )
     start_at = forms.DateTimeField(
         label="Start", widget=DateTimeLocalInput(), input_formats=[DATETIME_FORMAT]
     )
@@ -94,6 +100,7 @@ class MailingForm(forms.Form):
     }
     # Form field -> the mailing field (as services and mailing.rules name it) it edits.
     MAILING_FIELD_OF = {
+        "name": "name",
         "start_at": "start_at",
         "end_at": "end_at",
         "text": "text",
@@ -128,6 +135,7 @@ class MailingForm(forms.Form):
     def initial_of(mailing: Mailing) -> dict[str, object]:
         """The form's values for an existing mailing, in the staff member's zone."""
         return {
+            "name": mailing.name,
             "start_at": timezone.localtime(mailing.start_at),
             "end_at": timezone.localtime(mailing.end_at),
             "text": mailing.text,
@@ -161,6 +169,7 @@ class MailingForm(forms.Form):
     def service_arguments(self) -> dict[str, Any]:
         data = self.cleaned_data
         return {
+            "name": data["name"],
             "start_at": data["start_at"],
             "end_at": data["end_at"],
             "text": data["text"],

@@ -34,7 +34,8 @@ class StatusColumn(tables.Column):
 
 
 class MailingTable(tables.Table):
-    id = tables.Column(linkify=("dashboard:mailing_detail", [tables.A("pk")]), verbose_name="#")
+    id = tables.Column(verbose_name="#")
+    name = tables.Column(linkify=("dashboard:mailing_detail", [tables.A("pk")]))
     status = StatusColumn()
     text = tables.Column(orderable=False)
     start_at = tables.DateTimeColumn(verbose_name="Start", format="j M Y, H:i")
@@ -44,7 +45,7 @@ class MailingTable(tables.Table):
 
     class Meta:
         model = Mailing
-        fields = ("id", "status", "text", "start_at", "end_at", "total", "sent", "failed")
+        fields = ("id", "name", "status", "text", "start_at", "end_at", "total", "sent", "failed")
         order_by = ("-id",)
         attrs = {"class": "table"}
 

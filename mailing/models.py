@@ -67,6 +67,7 @@ class Client(models.Model):
 
 
 class Mailing(models.Model):
+    name = models.CharField(max_length=rules.NAME_MAX_LENGTH)
     start_at = models.DateTimeField()
     end_at = models.DateTimeField()
     text = models.TextField()
@@ -109,6 +110,7 @@ class Mailing(models.Model):
                 condition=Q(text__length__gte=1, text__length__lte=rules.TEXT_MAX_LENGTH),
                 name="mailing_text_length",
             ),
+            models.CheckConstraint(condition=~Q(name=""), name="mailing_name_not_empty"),
             models.CheckConstraint(
                 condition=(
                     Q(window_start__isnull=True, window_end__isnull=True)
@@ -132,7 +134,7 @@ class Mailing(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"Mailing {self.pk}"
+        return self.name or f"Mailing {self.pk}"
 
     @property
     def has_window(self) -> bool:
@@ -157,6 +159,11 @@ class Mailing(models.Model):
     @property
     def is_final(self) -> bool:
         return self.status in rules.FINAL_STATUSES
+
+    @property
+    def is_draft(self) -> bool:
+        """Written, not launched: nothing is fanned out or sent for it."""
+        return self.status in rules.DRAFT_STATUSES
 
     @property
     def is_preparing_audience(self) -> bool:

@@ -30,7 +30,12 @@ from django.utils import timezone
 
 from mailing import selectors
 from mailing.models import COUNTER_FIELDS, Mailing, ReportRun
-from mailing.rules import FAILURE_REASONS_IN_REPORT, IN_PROGRESS_STATUSES, UNSTARTED_STATUSES
+from mailing.rules import (
+    DRAFT_STATUSES,
+    FAILURE_REASONS_IN_REPORT,
+    IN_PROGRESS_STATUSES,
+    UNSTARTED_STATUSES,
+)
 
 logger = logging.getLogger("mailing.reports")
 
@@ -45,7 +50,7 @@ def processed_mailings(since: datetime, until: datetime):
     paused, finished or cancelled during the period."""
     return (
         Mailing.objects.filter(start_at__lt=until)
-        .exclude(status__in=UNSTARTED_STATUSES)
+        .exclude(status__in=UNSTARTED_STATUSES | DRAFT_STATUSES)
         .filter(
             Q(end_at__gt=since)
             | Q(finished_at__gte=since)
@@ -70,6 +75,7 @@ def build_report(now: datetime | None = None) -> dict[str, Any]:
         rows.append(
             {
                 "id": mailing.pk,
+                "name": mailing.name,
                 "text": mailing.text,
                 "status": mailing.status,
                 "start_at": mailing.start_at,

@@ -29,6 +29,9 @@ PHONE_REGEX = rf"^7[0-9]{{{PHONE_LENGTH - 1}}}$"
 OPERATOR_CODE_LENGTH = 3
 OPERATOR_CODE_REGEX = rf"^[0-9]{{{OPERATOR_CODE_LENGTH}}}$"
 TEXT_MAX_LENGTH = 1000
+NAME_MAX_LENGTH = 120
+# A default name (when the API caller gives none) takes this much of the text's first line.
+DEFAULT_NAME_LENGTH = 48
 TAG_MAX_LENGTH = 64
 TIMEZONE_MAX_LENGTH = 64
 # Operator codes, or tags, in one mailing's filter.
@@ -43,6 +46,15 @@ ACTOR_NAME_MAX_LENGTH = 254
 EARLIEST_YEAR = 2000
 LATEST_YEAR = 2999
 IMPORT_MAX_ROWS = 500_000
+
+# SMS parts: 160 GSM-7 septets or 70 UCS-2 units in one message; a longer text is sent in
+# parts of 153 or 67 (the rest of each part holds the header that joins them).
+GSM_SINGLE_PART = 160
+GSM_MULTI_PART = 153
+UCS2_SINGLE_PART = 70
+UCS2_MULTI_PART = 67
+# Above this audience the staff member types the count to confirm a launch (a setting).
+LAUNCH_CONFIRM_DEFAULT = 10_000
 
 # Pages and samples.
 UI_PAGE_SIZE = 25
@@ -80,6 +92,7 @@ LIMITS: dict[str, int] = {
 
 
 class MailingStatus(models.TextChoices):
+    DRAFT = "draft"
     SCHEDULED = "scheduled"
     RUNNING = "running"
     PAUSED = "paused"
@@ -95,7 +108,9 @@ class MessageStatus(models.TextChoices):
     CANCELLED = "cancelled"
 
 
-# Not started yet: nothing has been fanned out or sent.
+# Written, not launched: the engine ignores it whatever its period; nothing is sent.
+DRAFT_STATUSES = frozenset({MailingStatus.DRAFT})
+# Launched, not started yet: nothing has been fanned out or sent.
 UNSTARTED_STATUSES = frozenset({MailingStatus.SCHEDULED})
 # Started and not over: fanned out (or about to be), sending or paused.
 IN_PROGRESS_STATUSES = frozenset({MailingStatus.RUNNING, MailingStatus.PAUSED})
@@ -120,6 +135,7 @@ class Action(StrEnum):
     """What staff can do to a mailing; the value is what the UI and the logs call it."""
 
     EDIT = "edit"
+    LAUNCH = "launch"
     PAUSE = "pause"
     RESUME = "resume"
     CANCEL = "cancel"
@@ -129,6 +145,7 @@ class Action(StrEnum):
 # "A finished mailing cannot be paused."
 ACTION_DONE: dict[Action, str] = {
     Action.EDIT: "edited",
+    Action.LAUNCH: "launched",
     Action.PAUSE: "paused",
     Action.RESUME: "resumed",
     Action.CANCEL: "cancelled",
@@ -136,6 +153,7 @@ ACTION_DONE: dict[Action, str] = {
 }
 
 ALLOWED_ACTIONS: dict[str, frozenset[Action]] = {
+    MailingStatus.DRAFT: frozenset({Action.EDIT, Action.LAUNCH, Action.DELETE}),
     MailingStatus.SCHEDULED: frozenset({Action.EDIT, Action.CANCEL, Action.DELETE}),
     MailingStatus.RUNNING: frozenset({Action.EDIT, Action.PAUSE, Action.CANCEL, Action.DELETE}),
     MailingStatus.PAUSED: frozenset({Action.EDIT, Action.RESUME, Action.CANCEL, Action.DELETE}),
@@ -145,6 +163,8 @@ ALLOWED_ACTIONS: dict[str, frozenset[Action]] = {
 
 # The status each state-changing action leads to.
 ACTION_RESULT: dict[Action, str] = {
+    # Launched, it is scheduled; the one path to running starts it if its start has come.
+    Action.LAUNCH: MailingStatus.SCHEDULED,
     Action.PAUSE: MailingStatus.PAUSED,
     Action.RESUME: MailingStatus.RUNNING,
     Action.CANCEL: MailingStatus.CANCELLED,
@@ -152,6 +172,7 @@ ACTION_RESULT: dict[Action, str] = {
 
 # The fields of a mailing, as services name them, with the words people read.
 MAILING_FIELDS: dict[str, str] = {
+    "name": "name",
     "start_at": "start",
     "end_at": "end",
     "text": "text",
@@ -160,11 +181,12 @@ MAILING_FIELDS: dict[str, str] = {
     "send_window": "send window",
 }
 
-# Once a mailing has started only its end may change (extend or shorten it).
+# Once a mailing has started only its name and end may change (extend or shorten it).
 EDITABLE_FIELDS: dict[str, frozenset[str]] = {
+    MailingStatus.DRAFT: frozenset(MAILING_FIELDS),
     MailingStatus.SCHEDULED: frozenset(MAILING_FIELDS),
-    MailingStatus.RUNNING: frozenset({"end_at"}),
-    MailingStatus.PAUSED: frozenset({"end_at"}),
+    MailingStatus.RUNNING: frozenset({"name", "end_at"}),
+    MailingStatus.PAUSED: frozenset({"name", "end_at"}),
     MailingStatus.FINISHED: frozenset(),
     MailingStatus.CANCELLED: frozenset(),
 }
@@ -229,6 +251,21 @@ class Reason(StrEnum):
     WINDOW_NEVER_OPENS = "send window does not open before the mailing ends"
     UNKNOWN_TIMEZONE = "unknown client time zone"
     CREDENTIALS_REFUSED = "send API refused our credentials"
+
+
+# --- Launching a draft --------------------------------------------------------------
+
+DRAFT_ENDED = "The draft's end has passed; move its end before launching it."
+
+
+def default_name(text: str) -> str:
+    """The name of a mailing created without one: the start of its text's first line."""
+    line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if not line:
+        return "Untitled mailing"
+    if len(line) <= DEFAULT_NAME_LENGTH:
+        return line
+    return line[: DEFAULT_NAME_LENGTH - 1].rstrip() + "…"
 
 
 # --- Values ---------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from mailing import events, rules
 from mailing.actors import Actor
 from mailing.models import Client, Mailing, MailingStatus, Message, MessageStatus
 from mailing.rules import (
+    NAME_MAX_LENGTH,
     OPERATOR_CODE_LENGTH,
     OPERATOR_CODE_REGEX,
     PHONE_LENGTH,
@@ -216,8 +217,22 @@ def _is_aware(value: object) -> TypeGuard[datetime]:
     return isinstance(value, datetime) and timezone.is_aware(value)
 
 
+def _normalise_name(name: object, text: object) -> object:
+    """A name without surrounding spaces; none given: a default from the text."""
+    if name is None:
+        return rules.default_name(text) if isinstance(text, str) else None
+    return name.strip() if isinstance(name, str) else name
+
+
 def _validate_mailing(fields: dict[str, object], errors: _Errors, now: datetime) -> None:
     start_at, end_at, text = fields["start_at"], fields["end_at"], fields["text"]
+    name = fields["name"]
+    if not isinstance(name, str) or not name:
+        errors.add("name", "Name must not be empty.")
+    elif len(name) > NAME_MAX_LENGTH:
+        errors.add("name", f"Name must be at most {NAME_MAX_LENGTH} characters.")
+    elif any(not ch.isprintable() for ch in name):
+        errors.add("name", "Name must not contain control characters or line breaks.")
     for name, value in (("start_at", start_at), ("end_at", end_at)):
         if not isinstance(value, datetime) or timezone.is_naive(value):
             errors.add(name, "Must be a date-time with a time zone offset.")
@@ -260,20 +275,38 @@ def _window_fields(window: SendWindow | None) -> dict[str, time | None]:
     }
 
 
+def _reloaded_and_logged(mailing: Mailing, what: str) -> Mailing:
+    """The mailing as the database has it now, its new status logged."""
+    mailing.refresh_from_db()
+    logger.info(
+        "mailing %s (%s)",
+        what,
+        mailing.status,
+        extra={"mailing_id": mailing.pk, "status": mailing.status},
+    )
+    return mailing
+
+
 def create_mailing(
     *,
     start_at: datetime,
     end_at: datetime,
     text: str,
+    name: str | None = None,
     operator_codes: list[str] | tuple[str, ...] = (),
     tags: list[str] | tuple[str, ...] = (),
     send_window: SendWindow | None = None,
+    draft: bool = False,
     now: datetime | None = None,
     actor: Actor | None = None,
 ) -> Mailing:
-    """Create a mailing; one inside its period starts at once (the engine fans it out)."""
+    """Create a mailing; one inside its period starts at once (the engine fans it out).
+
+    A draft (``draft=True``) is only written: nothing happens to it until it is launched.
+    """
     now = now or timezone_now()
     fields: dict[str, object] = {
+        "name": _normalise_name(name, text),
         "start_at": start_at,
         "end_at": end_at,
         "text": text,
@@ -288,12 +321,13 @@ def create_mailing(
     errors.raise_if_any()
     with transaction.atomic():
         mailing = Mailing.objects.create(
+            name=fields["name"],
             start_at=start_at,
             end_at=end_at,
             text=text,
             operator_codes=fields["operator_codes"],
             tags=fields["tags"],
-            status=MailingStatus.SCHEDULED,
+            status=MailingStatus.DRAFT if draft else MailingStatus.SCHEDULED,
             **_window_fields(send_window),
         )
         events.record(
@@ -302,15 +336,10 @@ def create_mailing(
             at=now,
             actor=actor,
             status=mailing.status,
+            name=mailing.name,
         )
         start_if_due(mailing.pk, now)
-    mailing.refresh_from_db()
-    logger.info(
-        "mailing created (%s)",
-        mailing.status,
-        extra={"mailing_id": mailing.pk, "status": mailing.status},
-    )
-    return mailing
+    return _reloaded_and_logged(mailing, "created")
 
 
 def update_mailing(
@@ -325,6 +354,7 @@ def update_mailing(
     if unknown:
         raise ValidationError({name: ["Unknown field."] for name in sorted(unknown)})
     current: dict[str, object] = {
+        "name": mailing.name,
         "start_at": mailing.start_at,
         "end_at": mailing.end_at,
         "text": mailing.text,
@@ -335,6 +365,9 @@ def update_mailing(
     fields = current | changes
     for name in ("operator_codes", "tags"):
         fields[name] = _normalise_list(fields[name])
+    if "name" in changes:
+        # Given, it must be a name: null does not mean "make one up" here.
+        fields["name"] = changes["name"].strip() if isinstance(changes["name"], str) else ""
     really_changed = {name for name in changes if fields[name] != current[name]}
     if really_changed:
         rules.check_allowed(mailing.status, Action.EDIT)
@@ -388,6 +421,28 @@ def _transition(mailing: Mailing, action: Action) -> None:
     if not updated:
         mailing.refresh_from_db(fields=["status"])
         raise StateConflict(rules.refusal(mailing.status, action))
+
+
+def launch_mailing(
+    mailing: Mailing, *, now: datetime | None = None, actor: Actor | None = None
+) -> Mailing:
+    """A draft becomes a mailing: from now on the sending rules apply as if it had been
+    created at this moment (inside its period it starts at once, else at its start).
+
+    409 (StateConflict) for anything but a draft, and for a draft whose end has passed.
+    """
+    now = now or timezone_now()
+    with transaction.atomic():
+        launched = Mailing.objects.filter(
+            pk=mailing.pk, status__in=rules.statuses_allowing(Action.LAUNCH), end_at__gt=now
+        ).update(status=rules.ACTION_RESULT[Action.LAUNCH], updated_at=now)
+        if not launched:
+            mailing.refresh_from_db(fields=["status", "end_at"])
+            rules.check_allowed(mailing.status, Action.LAUNCH)
+            raise StateConflict(rules.DRAFT_ENDED)
+        events.record(events.MAILING_LAUNCHED, mailing_id=mailing.pk, at=now, actor=actor)
+        start_if_due(mailing.pk, now)
+    return _reloaded_and_logged(mailing, "launched")
 
 
 def pause_mailing(mailing: Mailing, *, actor: Actor | None = None) -> Mailing:

@@ -34,7 +34,18 @@ pytestmark = pytest.mark.django_db
 
 BASE = "/api/v1"
 CLIENT_KEYS = {"id", "phone", "operator_code", "tag", "timezone"}
-MAILING_KEYS = {"id", "start_at", "end_at", "text", "filter", "send_window", "status", "stats"}
+MAILING_KEYS = {
+    "id",
+    "name",
+    "segments",
+    "start_at",
+    "end_at",
+    "text",
+    "filter",
+    "send_window",
+    "status",
+    "stats",
+}
 STATS_KEYS = {"total", "pending", "sent", "failed", "expired", "cancelled"}
 MESSAGE_KEYS = {
     "id",
@@ -370,6 +381,7 @@ def test_create_mailing_with_exact_shape(api: Api) -> None:
     assert set(body["stats"]) == STATS_KEYS
     assert body["status"] == "scheduled"
     assert body["text"] == "Sale today"
+    assert body["name"] == "Sale today"  # none given: the start of the text
     assert body["filter"] == {"operator_codes": ["903", "916"], "tags": ["vip"]}
     assert body["send_window"] == {"start": "09:00", "end": "21:00"}
     assert body["stats"] == dict.fromkeys(STATS_KEYS, 0)
@@ -609,11 +621,12 @@ def test_preview_counts(api: Api) -> None:
         "matching": 4,
         "reachable": 4,
         "timezones": 2,
+        "segments": None,
     }
     body = api.post(
         "/mailings/preview", {"filter": {"operator_codes": ["916"], "tags": ["vip"]}}
     ).json()
-    assert body == {"matching": 2, "reachable": 2, "timezones": 2}
+    assert body == {"matching": 2, "reachable": 2, "timezones": 2, "segments": None}
 
     # 10:00-11:00 UTC: 13:00-14:00 in Moscow (inside 09-21), 20:00-21:00 in Vladivostok
     # (outside 09-12).
@@ -627,7 +640,7 @@ def test_preview_counts(api: Api) -> None:
             "end_at": iso(start + timedelta(hours=1)),
         },
     ).json()
-    assert body == {"matching": 3, "reachable": 2, "timezones": 2}
+    assert body == {"matching": 3, "reachable": 2, "timezones": 2, "segments": None}
 
 
 def test_preview_rejects_bad_input(api: Api) -> None:
@@ -911,6 +924,7 @@ def test_openapi_document_is_public_and_declares_errors() -> None:
         f"{BASE}/mailings",
         f"{BASE}/mailings/preview",
         f"{BASE}/mailings/{{mailing_id}}",
+        f"{BASE}/mailings/{{mailing_id}}/launch",
         f"{BASE}/mailings/{{mailing_id}}/pause",
         f"{BASE}/mailings/{{mailing_id}}/resume",
         f"{BASE}/mailings/{{mailing_id}}/cancel",

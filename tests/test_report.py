@@ -361,7 +361,7 @@ def test_send_report_end_to_end_through_a_real_smtp_server(smtp_server):
     assert received.get_content_type() == "multipart/alternative"
     text = received.get_body(preferencelist=("plain",)).get_content()
     html = received.get_body(preferencelist=("html",)).get_content()
-    assert f'Mailing {mailing.pk} (running): "Autumn sale"' in text
+    assert f'Mailing {mailing.pk}, {mailing.name} (running): "Autumn sale"' in text
     assert "total 8, pending 0, sent 6, failed 2, expired 0, cancelled 0" in text
     assert "2 x code 7: bad phone" in text
     assert f'<tr id="mailing-{mailing.pk}">' in html and "<td>6</td>" in html

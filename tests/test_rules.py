@@ -165,6 +165,7 @@ def test_the_status_literal_check_finds_what_it_must():
 
 def test_each_state_allows_exactly_its_actions():
     expected = {
+        "draft": {"edit", "launch", "delete"},
         "scheduled": {"edit", "cancel", "delete"},
         "running": {"edit", "pause", "cancel", "delete"},
         "paused": {"edit", "resume", "cancel", "delete"},
@@ -175,6 +176,7 @@ def test_each_state_allows_exactly_its_actions():
     assert set(rules.ALLOWED_ACTIONS) == set(MailingStatus.values)
     assert rules.statuses_allowing(Action.CANCEL) == rules.ACTIVE_STATUSES
     assert rules.statuses_allowing(Action.PAUSE) == {MailingStatus.RUNNING}
+    assert rules.statuses_allowing(Action.LAUNCH) == rules.DRAFT_STATUSES
     assert rules.refusal("finished", Action.PAUSE) == "A finished mailing cannot be paused."
     with pytest.raises(StateConflict, match="cannot be resumed"):
         rules.check_allowed("running", Action.RESUME)
@@ -182,14 +184,16 @@ def test_each_state_allows_exactly_its_actions():
 
 def test_status_sets_partition_the_statuses():
     everything = set(MailingStatus.values)
-    assert everything == rules.ACTIVE_STATUSES | rules.FINAL_STATUSES
+    assert everything == rules.DRAFT_STATUSES | rules.ACTIVE_STATUSES | rules.FINAL_STATUSES
     assert not rules.ACTIVE_STATUSES & rules.FINAL_STATUSES
+    assert not rules.DRAFT_STATUSES & (rules.ACTIVE_STATUSES | rules.FINAL_STATUSES)
     assert rules.UNSTARTED_STATUSES | rules.IN_PROGRESS_STATUSES == rules.ACTIVE_STATUSES
     assert rules.SENDING_STATUSES <= rules.IN_PROGRESS_STATUSES
     assert {"failed", "expired", "cancelled"} == rules.UNREACHED_MESSAGE_STATUSES
     assert set(rules.EDITABLE_FIELDS) == everything
+    assert rules.EDITABLE_FIELDS["draft"] == set(rules.MAILING_FIELDS)
     assert rules.EDITABLE_FIELDS["scheduled"] == set(rules.MAILING_FIELDS)
-    assert rules.EDITABLE_FIELDS["running"] == {"end_at"}
+    assert rules.EDITABLE_FIELDS["running"] == {"name", "end_at"}
     assert rules.EDITABLE_FIELDS["finished"] == set()
 
 
@@ -225,13 +229,22 @@ def test_the_model_answers_for_its_state():
     mailing = Mailing(status=MailingStatus.PAUSED)
     assert mailing.can == {
         "edit": True,
+        "launch": False,
         "pause": False,
         "resume": True,
         "cancel": True,
         "delete": True,
     }
     assert mailing.is_active and not mailing.is_final
-    assert mailing.editable_fields == {"end_at"}
+    assert mailing.editable_fields == {"name", "end_at"}
+    assert not mailing.is_draft and Mailing(status=MailingStatus.DRAFT).is_draft
+
+
+def test_a_default_name_is_the_start_of_the_text():
+    assert rules.default_name("  \n Sale today!\nSecond line") == "Sale today!"
+    long = rules.default_name("x" * 200)
+    assert len(long) == rules.DEFAULT_NAME_LENGTH and long.endswith("…")
+    assert rules.default_name(" \n ") == "Untitled mailing"
 
 
 # --- One path to running ----------------------------------------------------------------

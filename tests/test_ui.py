@@ -283,6 +283,7 @@ def test_dispatcher_stores_its_send_health_on_its_slot(provider_settings, dispat
 def mailing_data(**overrides) -> dict:
     now = timezone.now()
     data = {
+        "name": "Spring sale, Moscow",
         "start_at": local_input(now + timedelta(hours=1)),
         "end_at": local_input(now + timedelta(hours=3)),
         "text": "Spring sale",
@@ -300,7 +301,7 @@ def test_mailing_form_creates_through_the_service(web):
     form_page = web.get(reverse("dashboard:mailing_create")).content.decode()
     assert 'hx-trigger="change delay:300ms, load"' in form_page
     assert '<option value="916">' in form_page and '<option value="vip">' in form_page
-    for name in ("start_at", "end_at", "text", "operator_codes", "tags", "window_start"):
+    for name in ("name", "start_at", "end_at", "text", "operator_codes", "tags", "window_start"):
         assert f'for="id_{name}"' in form_page, name
     response = post(
         web,
@@ -309,7 +310,8 @@ def test_mailing_form_creates_through_the_service(web):
     )
     assert response.status_code == 302
     mailing = Mailing.objects.get()
-    assert mailing.status == MailingStatus.SCHEDULED
+    # The form only writes a draft, even inside its period: sending is a separate step.
+    assert mailing.status == MailingStatus.DRAFT and mailing.name == "Spring sale, Moscow"
     assert mailing.operator_codes == ["916"] and mailing.tags == ["vip"]
     assert mailing.window_start.hour == 9
     assert response["Location"] == reverse("dashboard:mailing_detail", args=[mailing.pk])
@@ -489,9 +491,9 @@ def test_edit_scheduled_mailing_and_started_one_only_end(web):
     running = running_mailing(0)
     url = reverse("dashboard:mailing_edit", args=[running.pk])
     page = web.get(url).content.decode()
-    assert "only its end can still change" in page
+    assert "only its name and end can still change" in page
     new_end = local_input(now + timedelta(hours=5))
-    response = post(web, url, {"end_at": new_end, "text": "ignored"}, page=url)
+    response = post(web, url, {"name": "Go", "end_at": new_end, "text": "ignored"}, page=url)
     assert response.status_code == 302
     running.refresh_from_db()
     assert running.text == "Go" and local_input(running.end_at) == new_end

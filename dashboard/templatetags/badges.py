@@ -17,6 +17,7 @@ register = template.Library()
 
 # Tone of each state: the badge's colour class (static/css/app.css ``.badge-<tone>``).
 TONES: dict[str, str] = {
+    MailingStatus.DRAFT: "neutral",
     MailingStatus.SCHEDULED: "info",
     MailingStatus.RUNNING: "active",
     MailingStatus.PAUSED: "warning",
@@ -30,7 +31,6 @@ TONES: dict[str, str] = {
 
 # States that are not a mailing's or a message's, shown with the same badge.
 OTHER_STATES: dict[str, tuple[str, str]] = {
-    "draft": ("Draft", "neutral"),
     "circuit-closed": ("Circuit closed", "success"),
     "circuit-half_open": ("Circuit half-open", "warning"),
     "circuit-open": ("Circuit open", "danger"),

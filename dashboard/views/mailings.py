@@ -41,13 +41,14 @@ def mailing_create(request):
         form = ui_forms.MailingForm(request.POST)
         if form.is_valid():
             try:
+                # The form only ever writes a draft: sending is a separate, confirmed step.
                 mailing = services.create_mailing(
-                    actor=Actor.of_request(request), **form.service_arguments()
+                    actor=Actor.of_request(request), draft=True, **form.service_arguments()
                 )
             except ValidationError as error:
                 ui_forms.apply_service_errors(form, error, form.ALIASES)
             else:
-                messages.success(request, f"Mailing {mailing.pk} created ({mailing.status}).")
+                messages.success(request, f"Draft “{mailing.name}” saved. Nothing is sent yet.")
                 return redirect("dashboard:mailing_detail", pk=mailing.pk)
     else:
         now = timezone.localtime().replace(second=0, microsecond=0)
@@ -72,7 +73,7 @@ def mailing_edit(request, pk: int):
         except StateConflict as conflict:
             form.add_error(None, str(conflict))
         else:
-            messages.success(request, f"Mailing {mailing.pk} saved.")
+            messages.success(request, f"Mailing “{mailing.name}” saved.")
             return redirect("dashboard:mailing_detail", pk=mailing.pk)
     return render(request, "dashboard/mailings/form.html", {"form": form, "mailing": mailing})
 
@@ -183,6 +184,11 @@ def mailing_progress(request, pk: int):
 
 # The state-changing actions of the detail page: the service, the button, what follows.
 ACTIONS = {
+    Action.LAUNCH: (
+        services.launch_mailing,
+        "Send",
+        "It is sent to its audience: at once if its start has come, else at its start.",
+    ),
     Action.PAUSE: (services.pause_mailing, "Pause", "New sends stop until you resume it."),
     Action.RESUME: (services.resume_mailing, "Resume", "Sending continues."),
     Action.CANCEL: (

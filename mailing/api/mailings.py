@@ -10,7 +10,7 @@ from ninja.pagination import paginate
 from ninja.responses import Status
 from pydantic import MISSING
 
-from mailing import selectors, services
+from mailing import segments, selectors, services
 from mailing.actors import Actor
 from mailing.api.calllog import note
 from mailing.api.pagination import ApiPagination
@@ -35,7 +35,7 @@ def _changes(payload: MailingPatch) -> dict[str, Any]:
     """The PATCH body as services keyword arguments (only what the caller sent)."""
     given = payload.model_dump(exclude_unset=True)
     changes: dict[str, Any] = {
-        name: given[name] for name in ("start_at", "end_at", "text") if name in given
+        name: given[name] for name in ("name", "start_at", "end_at", "text") if name in given
     }
     if payload.filter is not MISSING:
         changes |= payload.filter.model_dump(exclude_unset=True)
@@ -55,9 +55,12 @@ def list_mailings(request: HttpRequest, filters: Query[MailingFilters]) -> Query
 @router.post("/mailings", response=responses({201: MailingOut}, body=True))
 def create_mailing(request: HttpRequest, payload: MailingIn) -> Status:
     """Create a mailing. One whose period has begun starts at once; a later one starts by
-    itself at `start_at`."""
+    itself at `start_at`. With `"draft": true` it is only written (status `draft`): nothing
+    is sent until it is launched."""
     mailing = services.create_mailing(
         actor=Actor.of_request(request),
+        name=payload.name,
+        draft=payload.draft,
         start_at=payload.start_at,
         end_at=payload.end_at,
         text=payload.text,
@@ -70,16 +73,19 @@ def create_mailing(request: HttpRequest, payload: MailingIn) -> Status:
 
 
 @router.post("/mailings/preview", response=responses({200: PreviewOut}, body=True))
-def preview_audience(request: HttpRequest, payload: PreviewIn) -> dict[str, int]:
+def preview_audience(request: HttpRequest, payload: PreviewIn) -> dict[str, object]:
     """How many clients a filter reaches; with a window and a period, how many of them have
-    their local window open at some time inside the period."""
-    return selectors.preview_audience(
+    their local window open at some time inside the period; with a `text`, its segments."""
+    preview: dict[str, object] = selectors.preview_audience(
         operator_codes=payload.filter.operator_codes,
         tags=payload.filter.tags,
         window=payload.send_window.to_domain() if payload.send_window else None,
         start_at=payload.start_at,
         end_at=payload.end_at,
     )
+    if payload.text is not None:
+        preview["segments"] = segments.count(payload.text).as_dict()
+    return preview
 
 
 @router.get("/mailings/{mailing_id}", response=responses({200: MailingOut}, not_found=True))
@@ -105,6 +111,19 @@ def delete_mailing(request: HttpRequest, mailing_id: ObjectId) -> Status:
         get_object_or_404(Mailing, pk=mailing_id), actor=Actor.of_request(request)
     )
     return Status(204, None)
+
+
+@router.post(
+    "/mailings/{mailing_id}/launch",
+    response=responses({200: MailingOut}, not_found=True, conflict=True),
+)
+def launch_mailing(request: HttpRequest, mailing_id: ObjectId) -> Mailing:
+    """Launch a draft: from now on it is sent as if created at this moment (inside its
+    period it starts at once). 409 for a mailing that is not a draft, or a draft whose end
+    has passed."""
+    return services.launch_mailing(
+        get_object_or_404(Mailing, pk=mailing_id), actor=Actor.of_request(request)
+    )
 
 
 @router.post(

@@ -20,6 +20,7 @@ from pydantic_core import PydanticCustomError
 from mailing.rules import (
     EARLIEST_YEAR,
     LATEST_YEAR,
+    NAME_MAX_LENGTH,
     OPERATOR_CODE_LENGTH,
     OPERATOR_CODE_REGEX,
     PHONE_LENGTH,
@@ -91,6 +92,7 @@ OperatorCode = _text(
     OPERATOR_CODE_LENGTH, OPERATOR_CODE_LENGTH, pattern=OPERATOR_CODE_REGEX, examples=["916"]
 )
 MessageText = _text(TEXT_MAX_LENGTH, 1)
+MailingName = _text(NAME_MAX_LENGTH, 1, examples=["Spring sale, Moscow"])
 Phone = Annotated[
     str,
     BeforeValidator(_phone_to_text),

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from datetime import time
-from typing import Annotated
+from typing import Annotated, Literal
 
 from ninja import Field, Schema
 from pydantic import MISSING, BaseModel
 
+from mailing import segments
 from mailing.api.schemas.fields import (
     ClockTime,
     InputSchema,
+    MailingName,
     MessageText,
     Moment,
     OperatorCode,
@@ -49,6 +51,14 @@ class SendWindowIn(InputSchema):
 
 
 class MailingIn(InputSchema):
+    name: MailingName | None = Field(
+        None, description="Omitted: the start of the text's first line."
+    )
+    draft: bool = Field(
+        False,
+        description="true: only write it (status draft); nothing is sent until "
+        "POST /mailings/{id}/launch.",
+    )
     start_at: Moment
     end_at: Moment
     text: MessageText
@@ -57,6 +67,7 @@ class MailingIn(InputSchema):
 
 
 class MailingPatch(InputSchema):
+    name: MailingName | MISSING = absent()
     start_at: Moment | MISSING = absent()
     end_at: Moment | MISSING = absent()
     text: MessageText | MISSING = absent()
@@ -76,6 +87,21 @@ class Counters(BaseModel):
     cancelled: int
 
 
+class SegmentsOut(BaseModel):
+    encoding: Literal["GSM-7", "UCS-2"] = Field(
+        description="GSM-7 when the GSM 03.38 alphabet (basic and extension tables) holds "
+        "every character, else UCS-2."
+    )
+    characters: int = Field(
+        description="Length in the encoding's units: septets (an extension character "
+        "takes two) or UTF-16 code units (an emoji takes two)."
+    )
+    parts: int = Field(
+        description="SMS parts one message is billed as: 160 septets or 70 units in one, "
+        "else parts of 153 or 67."
+    )
+
+
 class FilterOut(Schema):
     operator_codes: list[str]
     tags: list[str]
@@ -88,6 +114,7 @@ class SendWindowOut(Schema):
 
 class MailingOut(Schema):
     id: int
+    name: str
     start_at: UtcDatetime
     end_at: UtcDatetime
     text: str
@@ -95,6 +122,11 @@ class MailingOut(Schema):
     send_window: SendWindowOut | None
     status: MailingStatus
     stats: Counters
+    segments: SegmentsOut
+
+    @staticmethod
+    def resolve_segments(obj: Mailing) -> dict[str, object]:
+        return segments.count(obj.text).as_dict()
 
     @staticmethod
     def resolve_filter(obj: Mailing) -> dict[str, list[str]]:
@@ -132,6 +164,7 @@ class MailingStatsOut(Schema):
 
 
 class PreviewIn(InputSchema):
+    text: MessageText | None = Field(None, description="Given: its SMS segments are counted.")
     filter: FilterIn = Field(default_factory=FilterIn)
     send_window: SendWindowIn | None = None
     start_at: Moment | None = None
@@ -145,3 +178,4 @@ class PreviewOut(Schema):
         "(all matching ones without a window or a period)."
     )
     timezones: int
+    segments: SegmentsOut | None = Field(None, description="Of the `text` given, if any.")
