@@ -321,7 +321,7 @@ def create_mailing(
     errors.raise_if_any()
     with transaction.atomic():
         mailing = Mailing.objects.create(
-            name=fields["name"],
+            name=str(fields["name"]),
             start_at=start_at,
             end_at=end_at,
             text=text,

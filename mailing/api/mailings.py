@@ -76,7 +76,8 @@ def create_mailing(request: HttpRequest, payload: MailingIn) -> Status:
 def preview_audience(request: HttpRequest, payload: PreviewIn) -> dict[str, object]:
     """How many clients a filter reaches; with a window and a period, how many of them have
     their local window open at some time inside the period; with a `text`, its segments."""
-    preview: dict[str, object] = selectors.preview_audience(
+    preview: dict[str, object] = {}
+    preview |= selectors.preview_audience(
         operator_codes=payload.filter.operator_codes,
         tags=payload.filter.tags,
         window=payload.send_window.to_domain() if payload.send_window else None,

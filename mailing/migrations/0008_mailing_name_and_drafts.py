@@ -14,7 +14,7 @@ def name_existing_mailings(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("mailing", "0006_dispatchers_beside_q2"),
+        ("mailing", "0007_reportrun_lease"),
     ]
 
     operations = [
