@@ -1,8 +1,9 @@
 """CSV import of clients: every valid row is added, every invalid row is reported.
 
 The rules are the services' (``services.client_errors``); rows are checked in Python, the
-phones already known are found with one query per chunk, and the new clients are inserted
-with ``bulk_create``, so 100,000 rows take seconds. A duplicate phone (already a client, or
+phones already known are found with one query per chunk, and the new clients are created
+by ``services.create_clients`` (bulk INSERTs, with their ``client.created`` events), so
+100,000 rows take seconds. A duplicate phone (already a client, or
 earlier in the same file) makes the row invalid.
 
 The file has a header row naming its columns: ``phone`` and ``timezone`` are required,
@@ -17,13 +18,9 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from django.db import transaction
-from django.utils import timezone
-
-from mailing import events
-from mailing.models import Client, Event
+from mailing import selectors, services
+from mailing.actors import Actor
 from mailing.rules import IMPORT_MAX_ROWS, operator_code_of
-from mailing.services import client_errors
 
 logger = logging.getLogger("mailing.imports")
 
@@ -55,7 +52,7 @@ def _reason(errors: dict[str, list[str]]) -> str:
     return " ".join(f"{name}: {' '.join(messages)}" for name, messages in errors.items())
 
 
-def import_clients_csv(chunks: Iterable[bytes]) -> ImportResult:
+def import_clients_csv(chunks: Iterable[bytes], *, actor: Actor | None = None) -> ImportResult:
     """Import clients from the bytes of a UTF-8 CSV file (an uploaded file's chunks)."""
     decoder = codecs.iterdecode(chunks, "utf-8-sig")
     result = ImportResult()
@@ -78,7 +75,7 @@ def import_clients_csv(chunks: Iterable[bytes]) -> ImportResult:
             for name in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)
             if name in columns
         }
-        pending: list[tuple[int, Client]] = []
+        pending: list[tuple[int, dict[str, str]]] = []
         seen: dict[str, int] = {}
         for row in reader:
             line = reader.line_num
@@ -101,7 +98,7 @@ def import_clients_csv(chunks: Iterable[bytes]) -> ImportResult:
                 "tag": values.get("tag", ""),
                 "timezone": values["timezone"],
             }
-            errors = client_errors(fields)
+            errors = services.client_errors(fields)
             if errors:
                 result.errors.append(RowError(line, phone, _reason(errors)))
                 continue
@@ -111,12 +108,12 @@ def import_clients_csv(chunks: Iterable[bytes]) -> ImportResult:
                 )
                 continue
             seen[phone] = line
-            pending.append((line, Client(**fields)))
+            pending.append((line, fields))
             if len(pending) >= CHUNK:
-                result.created += _insert(pending, result)
+                result.created += _insert(pending, result, actor)
                 pending = []
         if pending:
-            result.created += _insert(pending, result)
+            result.created += _insert(pending, result, actor)
     except UnicodeDecodeError:
         result.file_error = "The file is not UTF-8 text."
     except csv.Error as exc:
@@ -143,35 +140,17 @@ def _lines(decoded: Iterable[str]) -> Iterable[str]:
         yield rest
 
 
-def _insert(pending: list[tuple[int, Client]], result: ImportResult) -> int:
-    """Insert the chunk's clients whose phone is not taken yet; report the others."""
-    phones = [client.phone for _, client in pending]
-    taken = set(Client.objects.filter(phone__in=phones).values_list("phone", flat=True))
+def _insert(
+    pending: list[tuple[int, dict[str, str]]], result: ImportResult, actor: Actor | None
+) -> int:
+    """Create the chunk's clients whose phone is not taken yet; report the others."""
+    taken = selectors.existing_phones([fields["phone"] for _, fields in pending])
     fresh = []
-    for line, client in pending:
-        if client.phone in taken:
+    for line, fields in pending:
+        if fields["phone"] in taken:
             result.errors.append(
-                RowError(line, client.phone, "Duplicate phone: a client with it already exists.")
+                RowError(line, fields["phone"], "Duplicate phone: a client with it already exists.")
             )
         else:
-            fresh.append(client)
-    with transaction.atomic():
-        # ignore_conflicts: a phone added by someone else meanwhile is skipped, not an error.
-        Client.objects.bulk_create(fresh, batch_size=1000, ignore_conflicts=True)
-        line_of = {client.phone: line for line, client in pending}
-        created = Client.objects.filter(phone__in=[client.phone for client in fresh])
-        now = timezone.now()
-        # Imported clients' timelines begin like any other client's (bulk: one INSERT).
-        Event.objects.bulk_create(
-            [
-                Event(
-                    kind=events.CLIENT_CREATED,
-                    client_id=client_id,
-                    at=now,
-                    data={"source": "CSV import", "line": line_of[phone]},
-                )
-                for client_id, phone in created.values_list("id", "phone")
-            ],
-            batch_size=1000,
-        )
-    return len(fresh)
+            fresh.append(fields)
+    return services.create_clients(fresh, actor=actor)

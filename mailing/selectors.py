@@ -80,6 +80,11 @@ def count_and_last_id(clients: QuerySet[Client]) -> tuple[int, int | None]:
     return found["count"], found["last"]
 
 
+def existing_phones(phones: list[str]) -> set[str]:
+    """Which of these phones some client already has."""
+    return set(Client.objects.filter(phone__in=phones).values_list("phone", flat=True))
+
+
 def list_mailings(*, status: str | None = None) -> QuerySet[Mailing]:
     mailings = Mailing.objects.order_by("-id")
     if status is not None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client as HttpClient
 from django.utils import timezone
 
 from mailing import services
+from mailing.actors import Actor
 from mailing.engine import lifecycle
 from mailing.models import Message
 from tests.conftest import now_plus
@@ -65,9 +68,34 @@ def test_imported_clients_begin_their_timelines_like_any_other():
     from mailing.selectors import events_for
 
     csv_bytes = b"phone,tag,timezone\n79161110001,vip,Europe/Moscow\n79161110002,,Asia/Omsk\n"
-    result = import_clients_csv([csv_bytes])
+    result = import_clients_csv([csv_bytes], actor=Actor(user_id=None, name="importer"))
     assert result.created == 2 and result.errors == []
-    for line, phone in ((2, "79161110001"), (3, "79161110002")):
+    by_hand = services.create_client(phone="79161110003", timezone="Asia/Omsk")
+    (by_hand_event,) = events_for(client_id=by_hand.pk)
+    for phone, tag, zone in (
+        ("79161110001", "vip", "Europe/Moscow"),
+        ("79161110002", "", "Asia/Omsk"),
+    ):
         (event,) = events_for(client_id=Client.objects.get(phone=phone).pk)
-        assert event.kind == "client.created"
-        assert event.data == {"source": "CSV import", "line": line}
+        assert event.kind == by_hand_event.kind == "client.created"
+        # One payload however the client came (services.create_clients / create_client).
+        assert event.data == {"phone": phone, "operator_code": "916", "tag": tag, "timezone": zone}
+        assert event.data.keys() == by_hand_event.data.keys()
+        assert event.actor_name == "importer"
+
+
+def test_demo_data_goes_through_the_services_once():
+    from django.core.management import call_command
+
+    from mailing.models import Client, Event
+
+    call_command("load_demo_data", clients=7, stdout=io.StringIO())
+    call_command("load_demo_data", clients=7, stdout=io.StringIO())  # adds nothing
+    assert Client.objects.count() == 7
+    created = Event.objects.filter(kind="client.created")
+    assert sorted(created.values_list("client_id", flat=True)) == sorted(
+        Client.objects.values_list("id", flat=True)
+    )
+    assert all(
+        set(event.data) == {"phone", "operator_code", "tag", "timezone"} for event in created
+    )

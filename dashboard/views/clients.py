@@ -151,7 +151,9 @@ def client_import(request):
         form = ui_forms.ImportForm(request.POST, request.FILES)
         if form.is_valid():
             started = time.monotonic()
-            result = imports.import_clients_csv(form.cleaned_data["file"].chunks())
+            result = imports.import_clients_csv(
+                form.cleaned_data["file"].chunks(), actor=Actor.of_request(request)
+            )
             elapsed = time.monotonic() - started
             if result.file_error:
                 form.add_error("file", result.file_error)

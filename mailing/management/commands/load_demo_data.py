@@ -8,6 +8,7 @@ import itertools
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 
+from mailing import selectors, services
 from mailing.models import Client
 
 OPERATOR_CODES = ("900", "903", "916", "926", "977")
@@ -29,17 +30,12 @@ class Command(BaseCommand):
 
     def handle(self, *args, clients: int, **options) -> None:
         combos = itertools.cycle(itertools.product(OPERATOR_CODES, TAGS, ZONES))
-        rows = []
-        for number, (code, tag, zone) in zip(range(clients), combos, strict=False):
-            rows.append(
-                Client(
-                    phone=f"7{code}{number:07d}",
-                    operator_code=code,
-                    tag=tag,
-                    timezone=zone,
-                )
-            )
-        Client.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
+        rows = [
+            {"phone": f"7{code}{number:07d}", "operator_code": code, "tag": tag, "timezone": zone}
+            for number, (code, tag, zone) in zip(range(clients), combos, strict=False)
+        ]
+        taken = selectors.existing_phones([row["phone"] for row in rows])
+        services.create_clients([row for row in rows if row["phone"] not in taken])
         user, created = get_user_model().objects.get_or_create(
             username="demo", defaults={"is_staff": True, "email": "demo@example.com"}
         )
