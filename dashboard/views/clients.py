@@ -6,6 +6,7 @@ import time
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
 from django.http import QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import pluralize
@@ -37,28 +38,36 @@ def client_list(request):
     )
 
 
+def _bulk_target(form: ui_forms.BulkClientsForm) -> QuerySet[Client] | None:
+    """The clients a valid bulk form names; None (with the form's errors) otherwise."""
+    if not form.is_valid():
+        return None
+    data = form.cleaned_data
+    clients = Client.objects.filter(pk__in=data["ids"])
+    if data["scope"] == "matching":
+        filterset, clients = filtered_clients(QueryDict(data["query"]))
+        if not filterset.is_valid():
+            form.add_error(None, "The list's filter is not valid; apply it again.")
+            return None
+    if data["action"] == "set_tag":
+        try:
+            services.check_tag(data["tag"])
+        except ValidationError as error:
+            ui_forms.apply_service_errors(form, error, {})
+            return None
+    return clients
+
+
 @staff_required
 @require_POST
 def client_bulk(request):
     """Set a tag on, or delete, the ticked clients or every matching one: the first POST
     asks for a confirmation naming the count, the second (``confirm``) does it."""
     form = ui_forms.BulkClientsForm(request.POST)
-    clients = None
-    if form.is_valid():
-        data = form.cleaned_data
-        if data["scope"] == "matching":
-            filterset, clients = filtered_clients(QueryDict(data["query"]))
-            if not filterset.is_valid():
-                form.add_error(None, "The list's filter is not valid; apply it again.")
-        else:
-            clients = Client.objects.filter(pk__in=data["ids"])
-        if data["action"] == "set_tag" and not form.errors:
-            try:
-                services.check_tag(data["tag"])
-            except ValidationError as error:
-                ui_forms.apply_service_errors(form, error, {})
-    if form.errors or clients is None:  # (clients is None only when the form is invalid)
+    clients = _bulk_target(form)
+    if clients is None:
         return render(request, "dashboard/clients/bulk.html", {"form": form})
+    data = form.cleaned_data
     back = reverse("dashboard:client_list") + (f"?{data['query']}" if data["query"] else "")
     if "confirm" not in request.POST:
         count, last = selectors.count_and_last_id(clients)
