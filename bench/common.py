@@ -295,7 +295,8 @@ class Bench:
     """
 
     def __init__(self, name: str, args: argparse.Namespace) -> None:
-        self.name = f"bench_{name}"
+        suffix = os.environ.get("BENCH_DATABASE_SUFFIX", "")
+        self.name = f"bench_{name}_{suffix}" if suffix else f"bench_{name}"
         self.args = args
         self.url = ""
         self.tmp = Path(tempfile.mkdtemp(prefix=f"{self.name}-"))
@@ -516,6 +517,18 @@ def create_running_mailing(tags: Sequence[str] = ("bench",), window: bool = Fals
         tags=list(tags),
         send_window=send_window,
     )
+
+
+def fan_out_completely(mailing_id: int) -> None:
+    """Run dispatcher ticks until the mailing's fan-out is complete (a tick fans out a
+    slice: the first chunk alone, then chunks for up to ``FANOUT_SLICE_SECONDS``)."""
+    from django.utils import timezone
+
+    from mailing.engine import lifecycle
+    from mailing.models import Mailing
+
+    while not Mailing.objects.filter(pk=mailing_id, fanned_out_at__isnull=False).exists():
+        lifecycle.tick(timezone.now())
 
 
 def api_token() -> str:

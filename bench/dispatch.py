@@ -85,14 +85,13 @@ def stop_cluster(cluster: Proc) -> None:
 
 
 def _fan_out(messages: int) -> int:
-    from django.utils import timezone
+    from common import fan_out_completely
 
-    from mailing.engine import lifecycle
     from mailing.models import Mailing
 
     reset_queue_tables()
     mailing = create_running_mailing(tags=["bench"])
-    lifecycle.tick(timezone.now())
+    fan_out_completely(mailing.pk)
     total = Mailing.objects.values_list("total", flat=True).get(pk=mailing.pk)
     assert total == messages, (total, messages)
     return mailing.pk

@@ -21,16 +21,14 @@ TARGET_1M_SECONDS = 10.0
 
 def engine_fanout(size: int, window: bool) -> float:
     """Seconds of the engine's fan-out of ``size`` clients (fresh mailing, same clients)."""
-    from common import create_running_mailing
-    from django.utils import timezone
+    from common import create_running_mailing, fan_out_completely
 
-    from mailing.engine import lifecycle
     from mailing.models import Mailing
 
     reset_queue_tables()
     mailing = create_running_mailing(tags=[f"size{size}"], window=window)
     started = time.perf_counter()
-    lifecycle.tick(timezone.now())
+    fan_out_completely(mailing.pk)
     seconds = time.perf_counter() - started
     mailing = Mailing.objects.get(pk=mailing.pk)
     assert mailing.total == size, (mailing.total, size)

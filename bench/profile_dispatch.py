@@ -60,16 +60,14 @@ def main() -> None:
     py_spy = shutil.which("py-spy") or str(Path(PYTHON).parent / "py-spy")
     messages = int(3000 * args.seconds)
     with Bench("profile", args) as bench:
-        from common import create_running_mailing
-        from django.utils import timezone
+        from common import create_running_mailing, fan_out_completely
 
-        from mailing.engine import lifecycle
         from mailing.models import Mailing
 
         insert_clients(messages, tag="bench")
         stand_in = bench.stand_in(latency_ms=args.latency_ms)
         mailing = create_running_mailing(tags=["bench"])
-        lifecycle.tick(timezone.now())
+        fan_out_completely(mailing.pk)
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()

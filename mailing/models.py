@@ -80,8 +80,13 @@ class Mailing(models.Model):
         choices=MailingStatus.choices,
         default=MailingStatus.SCHEDULED,
     )
-    # Fan-out is claimed (started) and completed in separate steps so that a worker that
-    # dies half-way is noticed and the idempotent fan-out is simply run again.
+    # Fan-out runs in chunks of clients in id order (mailing/engine/fanout.py): the cursor is
+    # the last client id done, moved by a conditional UPDATE in each chunk's transaction, so
+    # a chunk counts once whoever runs it and a worker that dies loses only its open chunk.
+    # ``fanout_started_at`` is the lease of the dispatcher running a slice of chunks (NULL
+    # between slices), so two dispatchers do not work on one chunk at once.
+    fanout_cursor = models.BigIntegerField(default=0, db_default=0)
+    fanout_expired = models.PositiveBigIntegerField(default=0, db_default=0)  # born expired
     fanout_started_at = models.DateTimeField(null=True, blank=True)
     fanned_out_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -73,6 +73,11 @@ FAILURE_REASONS_IN_REPORT = 3
 # The latest failures sampled for the common reasons (cheap on millions of messages).
 FAILURE_SAMPLE = 10_000
 
+# Fan-out: the first chunk of a mailing is small, so its first messages exist at once; a
+# dispatcher's tick fans out for at most this long before it claims and sends again.
+FANOUT_FIRST_CHUNK = 1000
+FANOUT_SLICE_SECONDS = 0.2
+
 # Widths of bookkeeping columns.
 STATUS_MAX_LENGTH = 16
 EVENT_KIND_MAX_LENGTH = 40

@@ -183,6 +183,11 @@ CLAIM_LEASE_SECONDS = env_number("CLAIM_LEASE_SECONDS", 60.0)
 CIRCUIT_FAILURE_THRESHOLD = int(env_number("CIRCUIT_FAILURE_THRESHOLD", 20, int))
 CIRCUIT_RESET_SECONDS = env_number("CIRCUIT_RESET_SECONDS", 10.0)
 AUTH_RETRY_SECONDS = env_number("AUTH_RETRY_SECONDS", 30.0)
+# Clients per fan-out chunk (one short transaction each); 0 = the whole audience in one
+# statement (the fan-out before chunks, kept for the benchmark's baseline).
+FANOUT_CHUNK_SIZE = int(env_number("FANOUT_CHUNK_SIZE", 50_000, int))
+if FANOUT_CHUNK_SIZE < 0:
+    raise ImproperlyConfigured("FANOUT_CHUNK_SIZE must be 0 (one statement) or more")
 
 # --- Logging --------------------------------------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()

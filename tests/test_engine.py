@@ -63,21 +63,6 @@ def test_fan_out_creates_one_message_per_matching_client_once():
     assert counters_match_messages(mailing)
 
 
-def test_fan_out_is_one_statement_whatever_the_audience_size():
-    make_clients(5)
-    small = running_mailing()
-    with CaptureQueriesContext(connection) as few:
-        fan_out(small, timezone.now())
-    make_clients(500, first=1000)
-    large = running_mailing()
-    with CaptureQueriesContext(connection) as many:
-        fan_out(large, timezone.now())
-    assert len(few.captured_queries) == len(many.captured_queries)
-    inserts = [q["sql"] for q in many.captured_queries if q["sql"].startswith("INSERT")]
-    assert len(inserts) == 1 and "SELECT" in inserts[0] and "ON CONFLICT" in inserts[0]
-    assert Message.objects.filter(mailing=large).count() == 505
-
-
 def test_empty_filter_matches_everyone_and_empty_audience_finishes():
     make_clients(3, operator_code="900")
     make_clients(4, operator_code="977", first=10)

@@ -12,13 +12,14 @@ from django.db.models import Q
 from mailing import events
 from mailing.engine.fanout import fan_out
 from mailing.models import COUNTER_FIELDS, Mailing, MailingStatus, MessageStatus
-from mailing.rules import IN_PROGRESS_STATUSES, Reason
+from mailing.rules import FANOUT_SLICE_SECONDS, IN_PROGRESS_STATUSES, Reason
 from mailing.transitions import reconcile_counters, settle_pending, start_if_due
 
 logger = logging.getLogger("mailing.engine")
 
-# A fan-out that has not completed in this long is presumed abandoned (its worker died).
-FANOUT_GRACE = timedelta(minutes=5)
+# A fan-out slice (one chunk, or chunks for FANOUT_SLICE_SECONDS) leased this long ago is
+# presumed abandoned (its worker died) and may be taken over.
+FANOUT_GRACE = timedelta(seconds=30)
 
 
 def start_due_mailings(now: datetime) -> list[int]:
@@ -32,29 +33,35 @@ def start_due_mailings(now: datetime) -> list[int]:
 
 
 def fan_out_started_mailings(now: datetime) -> list[int]:
-    """Running mailings without messages yet get them (claimed first, so one worker does it)."""
+    """Running mailings whose messages do not all exist yet get a slice of their fan-out;
+    returns those whose fan-out completed.
+
+    A slice is the mailing's first (small) chunk alone, or chunks for up to
+    ``FANOUT_SLICE_SECONDS``: the dispatcher claims and sends between slices, so sending
+    starts on the first chunk. The slice is leased (``fanout_started_at``, a conditional
+    UPDATE) so two dispatchers do not work on one chunk at once, and handed back after it;
+    a lease left by a dead worker lapses after ``FANOUT_GRACE``. Correctness does not rest on
+    the lease: each chunk's conditional UPDATE of the cursor decides who did it.
+    """
     done = []
     candidates = Mailing.objects.filter(status__in=IN_PROGRESS_STATUSES, fanned_out_at__isnull=True)
     for mailing in candidates:
-        claimed = (
-            Mailing.objects.filter(pk=mailing.pk, fanned_out_at__isnull=True)
-            .filter(Q(fanout_started_at__isnull=True) | Q(fanout_started_at__lt=now - FANOUT_GRACE))
-            .update(fanout_started_at=now)
+        lease = Mailing.objects.filter(pk=mailing.pk, fanned_out_at__isnull=True).filter(
+            Q(fanout_started_at__isnull=True) | Q(fanout_started_at__lt=now - FANOUT_GRACE)
         )
-        if not claimed:
+        if not lease.update(fanout_started_at=now):
             continue
-        created = fan_out(mailing, now)
-        # One event for the whole fan-out, never one per message: each message's timeline
-        # starts with it.
-        expired = Mailing.objects.filter(pk=mailing.pk).values_list("expired", flat=True).first()
-        events.record(
-            events.MAILING_FANNED_OUT,
-            mailing_id=mailing.pk,
-            at=now,
-            messages=created,
-            expired_at_creation=expired or 0,
-        )
-        done.append(mailing.pk)
+        try:
+            if mailing.fanout_cursor == 0:
+                fan_out(mailing, now, max_chunks=1)
+            else:
+                fan_out(mailing, now, budget_seconds=FANOUT_SLICE_SECONDS)
+        finally:
+            Mailing.objects.filter(pk=mailing.pk, fanout_started_at=now).update(
+                fanout_started_at=None
+            )
+        if Mailing.objects.filter(pk=mailing.pk, fanned_out_at__isnull=False).exists():
+            done.append(mailing.pk)
     return done
 
 
