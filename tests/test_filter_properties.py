@@ -54,6 +54,7 @@ def test_matching_and_fan_out_follow_the_rule(rows, codes, tags):
 
             now = timezone.now()
             mailing = Mailing.objects.create(
+                name="Filter rule",
                 start_at=now,
                 end_at=now + timedelta(hours=1),
                 text="x",
