@@ -9,15 +9,16 @@ import sys
 import time
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.utils import timezone
 
 from mailing import services
-from mailing.engine.runtime.supervisor import DispatcherSupervisor
+from mailing.engine.runtime.supervisor import POLL_SECONDS, DispatcherSupervisor
 from mailing.models import DispatcherSlot, Mailing, MailingStatus, Message, MessageStatus
 from tests.conftest import make_clients, now_plus, wait_for
-from tests.test_workers import alive, start_process, stop_process, worker_env
+from tests.test_workers import alive, descendants, start_process, stop_process, worker_env
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
 # Ignores SIGTERM, as a dispatcher stuck in a call would not answer it in time.
@@ -50,7 +51,7 @@ def test_supervisor_keeps_its_count_running_and_replaces_a_dead_one():
 def test_supervisor_stop_is_bounded_even_for_a_child_that_ignores_sigterm():
     supervisor = DispatcherSupervisor(1, stop_seconds=1.0, command=STUBBORN).start()
     (pid,) = wait_for(lambda: supervisor.pids(), 10)
-    time.sleep(0.3)  # let the child install its SIGTERM handler
+    wait_for(lambda: ignores_sigterm(pid), 10)  # the child has installed its handler
     stopping = time.monotonic()
     supervisor.stop()
     supervisor.join()
@@ -59,10 +60,21 @@ def test_supervisor_stop_is_bounded_even_for_a_child_that_ignores_sigterm():
     assert 1.0 <= took < 4.0, took
 
 
+def ignores_sigterm(pid: int) -> bool:
+    """Whether ``pid`` ignores SIGTERM, from the kernel's own record of its signals."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    (mask,) = (line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:"))
+    return bool(int(mask, 16) >> (signal.SIGTERM - 1) & 1)
+
+
 def test_supervisor_with_no_dispatchers_starts_nothing():
+    before = descendants(os.getpid())
     supervisor = DispatcherSupervisor(0, stop_seconds=1.0, command=SLEEPER).start()
-    time.sleep(0.6)
+    # Absence can only be watched for a while: two of the supervisor's polls.
+    supervisor_polled = time.monotonic() + 2 * POLL_SECONDS
+    wait_for(lambda: time.monotonic() >= supervisor_polled, 5)
     assert supervisor.pids() == []
+    assert descendants(os.getpid()) - before == set()
     supervisor.stop()
     supervisor.join()
 
