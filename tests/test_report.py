@@ -164,19 +164,21 @@ def test_a_live_lease_keeps_others_off_and_an_expired_one_is_taken_over(recipien
     """A claimed, unsent day (its sender died after the claim) is nobody else's while its
     lease runs, then exactly one catch-up sends it, for the period first claimed."""
     mailing_with_results("Lease", sent=3, failed=[])
+    lease = timedelta(seconds=settings.REPORT_LEASE_SECONDS)
     claimed_at = timezone.now() - timedelta(hours=1)
+    if timezone.localdate(claimed_at) != timezone.localdate(claimed_at + lease):
+        # The claim and its whole lease must fall on one local day, whatever the hour of
+        # the run: a lease crossing midnight would meet the next day's report instead.
+        claimed_at = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
     day = timezone.localdate(claimed_at)
     ReportRun.objects.create(
-        day=day,
-        started_at=claimed_at,
-        lease_until=claimed_at + timedelta(seconds=settings.REPORT_LEASE_SECONDS),
-        recipients=2,
+        day=day, started_at=claimed_at, lease_until=claimed_at + lease, recipients=2
     )
-    during_lease = claimed_at + timedelta(seconds=settings.REPORT_LEASE_SECONDS - 1)
+    during_lease = claimed_at + lease - timedelta(seconds=1)
     assert reports.send_daily_report(during_lease) == "skipped: being sent"
     assert reports.send_overdue_reports(during_lease) == []
     assert mail.outbox == []
-    assert reports.send_overdue_reports() == [day]
+    assert reports.send_overdue_reports(claimed_at + lease) == [day]
     assert reports.send_overdue_reports() == []
     assert reports.send_daily_report(claimed_at) == "skipped: already sent"
     assert len(mail.outbox) == 1
@@ -345,10 +347,11 @@ def test_send_report_end_to_end_through_a_real_smtp_server(smtp_server):
         for process in processes:
             process.wait(timeout=120)
         outputs = sorted(process.output()[0].strip() for process in processes)
+        errors = [process.output()[1][-2000:] for process in processes]
     finally:
         for process in processes:
             process.close()
-    assert all(p.returncode == 0 for p in processes)
+    assert all(p.returncode == 0 for p in processes), errors
     assert outputs[0] == "sent" and outputs[1] in SKIPPED_FOR_ANOTHER_WORKER
     wait_for(lambda: inbox.messages, timeout=10)
     assert len(inbox.messages) == 1
