@@ -185,6 +185,41 @@ class MailingForm(forms.Form):
         return {name: value for name, value in arguments.items() if name in changed}
 
 
+class LaunchForm(forms.Form):
+    """Check and send: the count the staff member saw, and above the threshold the count
+    typed again. The real button is named ``send``; the form's first (default) button is a
+    disabled one, so Enter in a field submits nothing."""
+
+    audience = forms.IntegerField(min_value=0, widget=forms.HiddenInput)
+    confirm_count = forms.CharField(
+        label="Type the number of clients to confirm",
+        required=False,
+        max_length=INPUT_MAX_LENGTH,
+        widget=forms.TextInput(attrs={"inputmode": "numeric", "autocomplete": "off"}),
+    )
+
+    def __init__(self, *args: Any, reachable: int, typed: bool, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.reachable = reachable
+        self.typed = typed
+        if not typed:
+            del self.fields["confirm_count"]
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
+        if "audience" in data and data["audience"] != self.reachable:
+            raise ValidationError(
+                f"The audience changed since this page was shown: it is now "
+                f"{self.reachable:,}. Check it again before sending."
+            )
+        if self.typed:
+            typed = "".join(ch for ch in data.get("confirm_count", "") if ch.isdigit())
+            if typed != str(self.reachable):
+                self.add_error("confirm_count", f"Type {self.reachable:,} to confirm.")
+        return data
+
+
 class PreviewForm(forms.Form):
     """The audience part of the mailing form, as the live preview reads it (lenient)."""
 

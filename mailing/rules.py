@@ -53,8 +53,6 @@ GSM_SINGLE_PART = 160
 GSM_MULTI_PART = 153
 UCS2_SINGLE_PART = 70
 UCS2_MULTI_PART = 67
-# Above this audience the staff member types the count to confirm a launch (a setting).
-LAUNCH_CONFIRM_DEFAULT = 10_000
 
 # Pages and samples.
 UI_PAGE_SIZE = 25
@@ -261,6 +259,11 @@ class Reason(StrEnum):
 # --- Launching a draft --------------------------------------------------------------
 
 DRAFT_ENDED = "The draft's end has passed; move its end before launching it."
+
+
+def needs_typed_confirmation(audience: int, threshold: int) -> bool:
+    """Above the threshold (settings.LAUNCH_CONFIRM_THRESHOLD) staff type the count."""
+    return audience > threshold
 
 
 def default_name(text: str) -> str:

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 from zoneinfo import ZoneInfo
 
+from django.conf import settings
 from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.utils import timezone
 
-from mailing import phones
+from mailing import phones, rules
+from mailing.engine.send_health import WINDOW_SECONDS as SEND_HEALTH_WINDOW_SECONDS
 from mailing.events import MESSAGE_TIMELINE_MAILING_KINDS
 from mailing.models import (
     COUNTER_FIELDS,
@@ -32,6 +34,8 @@ from mailing.rules import (
     TIMELINE_LENGTH,
     SendWindow,
 )
+from mailing.segments import Segments
+from mailing.segments import count as count_segments
 from mailing.windows import next_window_opening
 
 
@@ -284,6 +288,50 @@ def send_api_health(now: datetime | None = None) -> dict[str, object]:
         "p50_ms": round(weighted("send_p50_ms"), 1),
         "p95_ms": round(weighted("send_p95_ms"), 1),
         "error_rate": weighted("send_error_rate"),
+    }
+
+
+def measured_send_rate(now: datetime | None = None) -> float | None:
+    """Send API calls per second over the live dispatchers' last minute (None: none)."""
+    requests = send_api_health(now)["requests"]
+    assert isinstance(requests, int)
+    return requests / SEND_HEALTH_WINDOW_SECONDS if requests else None
+
+
+def launch_review(mailing: Mailing, now: datetime | None = None) -> dict[str, Any]:
+    """What "Check and send" shows before a draft is launched: who it reaches and why the
+    rest cannot be, what one message is billed as and the total, when it starts and how long
+    it should take at the measured send rate (else the configured limit)."""
+    now = now or timezone.now()
+    starts_at = max(mailing.start_at, now)
+    audience = preview_audience(
+        operator_codes=list(mailing.operator_codes),
+        tags=list(mailing.tags),
+        window=mailing.send_window,
+        start_at=starts_at,
+        end_at=mailing.end_at,
+    )
+    counted: Segments = count_segments(mailing.text)
+    reachable = audience["reachable"]
+    rate, rate_source = measured_send_rate(now), "measured"
+    if rate is None and settings.SEND_RATE_LIMIT > 0:
+        rate, rate_source = float(settings.SEND_RATE_LIMIT), "limit"
+    return {
+        "matching": audience["matching"],
+        "reachable": reachable,
+        "outside_window": audience["matching"] - reachable,
+        "segments": counted,
+        "total_parts": reachable * counted.parts,
+        "starts_now": mailing.start_at <= now,
+        "starts_in_seconds": max((mailing.start_at - now).total_seconds(), 0.0),
+        "starts_at": starts_at,
+        "ended": mailing.end_at <= now,
+        "send_rate": rate,
+        "rate_source": rate_source if rate is not None else "",
+        "duration_seconds": reachable / rate if rate else None,
+        "typed_confirmation": rules.needs_typed_confirmation(
+            reachable, settings.LAUNCH_CONFIRM_THRESHOLD
+        ),
     }
 
 

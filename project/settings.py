@@ -177,6 +177,8 @@ PROBE_CONNECT_TIMEOUT = env_number("PROBE_CONNECT_TIMEOUT", 3.0)
 PROBE_TOTAL_TIMEOUT = env_number("PROBE_TOTAL_TIMEOUT", 10.0)
 SEND_CONCURRENCY = int(env_number("SEND_CONCURRENCY", 200, int))
 SEND_RATE_LIMIT = env_number("SEND_RATE_LIMIT", 0.0)  # messages per second, all workers; 0 = none
+# Launching to more clients than this asks the staff member to type the count.
+LAUNCH_CONFIRM_THRESHOLD = int(env_number("LAUNCH_CONFIRM_THRESHOLD", 10_000, int))
 RETRY_BASE_SECONDS = env_number("RETRY_BASE_SECONDS", 5.0)
 RETRY_MAX_SECONDS = env_number("RETRY_MAX_SECONDS", 600.0)
 CLAIM_LEASE_SECONDS = env_number("CLAIM_LEASE_SECONDS", 60.0)

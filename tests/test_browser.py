@@ -184,11 +184,16 @@ def test_oidc_round_trip_sign_in_refusal_and_sign_out(page, live_server, sso):
     expect(page.get_by_label("Password")).to_be_visible()
 
 
-def test_build_mailing_with_live_preview_and_watch_it_finish(
-    page, live_server, sso, provider_settings, dispatcher_factory
+def test_draft_check_and_send_with_live_preview_and_watch_it_finish(
+    page, live_server, sso, provider_settings, dispatcher_factory, settings
 ):
+    """Write a draft (Enter in a field only saves it), read its segments, check it, find
+    that Enter on the check page sends nothing, confirm with the count, watch it finish."""
     from playwright.sync_api import expect
 
+    from mailing.models import Event, Mailing
+
+    settings.LAUNCH_CONFIRM_THRESHOLD = 10  # so the count must be typed
     make_clients(40, operator_code="916", tag="vip")
     make_clients(25, operator_code="926", tag="new")
     dispatcher_factory()
@@ -197,16 +202,42 @@ def test_build_mailing_with_live_preview_and_watch_it_finish(
     expect(page.get_by_test_id("preview-count")).to_have_text("65")
     page.get_by_label("Operator codes").select_option(["916"])
     expect(page.get_by_test_id("preview-count")).to_have_text("40")
-    page.get_by_label("Text").fill("Spring sale: 20% off")
-    expect(page.locator("#text-count")).to_contain_text("20 / 1000")
+    text = "Весенняя распродажа: скидка 20% на всё до воскресенья, только в наших магазинах!"
+    page.get_by_label("Text").fill(text)
+    expect(page.locator("#text-count")).to_contain_text(f"{len(text)} / 1000")
+    # Cyrillic is UCS-2: 80 units, two parts of at most 67.
+    expect(page.get_by_test_id("segments")).to_contain_text(f"{len(text)} UCS-2 units")
+    expect(page.get_by_test_id("segments-parts")).to_have_text("2")
     # Start now: the browser's form shows the staff member's zone (UTC by default).
     from django.utils import timezone
 
     now = timezone.localtime()
     page.locator("#id_start_at").fill(now.strftime("%Y-%m-%dT%H:%M"))
     page.locator("#id_end_at").fill((now + timezone.timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M"))
-    page.get_by_role("button", name="Create mailing").click()
-    expect(page.get_by_text("created (running)")).to_be_visible()
+    # Enter in a field of the form saves a draft, nothing more.
+    page.get_by_label("Name").fill("Spring sale, VIP")
+    page.get_by_label("Name").press("Enter")
+    expect(page.get_by_role("heading", name="Check and send: Spring sale, VIP")).to_be_visible()
+    mailing = Mailing.objects.get()
+    assert mailing.status == "draft"
+    expect(page.get_by_test_id("check-reachable")).to_have_text("40")
+    expect(page.get_by_test_id("check-charged")).to_contain_text("Will be charged as 80 text")
+    expect(page.get_by_test_id("check-starts")).to_have_text("now")
+    expect(page.get_by_test_id("check-text")).to_have_text(text)
+
+    posts: list[str] = []
+    page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+    confirm = page.get_by_label("Type the number of clients to confirm")
+    confirm.fill("40")
+    confirm.press("Enter")
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => setTimeout(r, 0)))")
+    assert posts == [], posts  # Enter submitted nothing
+    mailing.refresh_from_db()
+    assert mailing.status == "draft"
+
+    page.get_by_role("button", name="Send to 40 clients").click()
+    expect(page.get_by_text("“Spring sale, VIP” launched to 40 clients.")).to_be_visible()
+    assert Event.objects.filter(mailing_id=mailing.pk, kind="mailing.launched").count() == 1
     # The progress partial refreshes until every message is settled.
     expect(page.get_by_test_id("count-total")).to_have_text("40", timeout=20_000)
     expect(page.get_by_test_id("count-sent")).to_have_text("40", timeout=20_000)

@@ -314,7 +314,7 @@ def test_mailing_form_creates_through_the_service(web):
     assert mailing.status == MailingStatus.DRAFT and mailing.name == "Spring sale, Moscow"
     assert mailing.operator_codes == ["916"] and mailing.tags == ["vip"]
     assert mailing.window_start.hour == 9
-    assert response["Location"] == reverse("dashboard:mailing_detail", args=[mailing.pk])
+    assert response["Location"] == reverse("dashboard:mailing_check", args=[mailing.pk])
 
 
 @pytest.mark.parametrize(

@@ -19,10 +19,10 @@ from dashboard import forms as ui_forms
 from dashboard.filters import MailingFilter, MessageFilter
 from dashboard.tables import MailingTable, MessageTable, configure
 from dashboard.views.common import redirect_page, staff_required
-from mailing import rules, selectors, services
+from mailing import rules, segments, selectors, services
 from mailing.actors import Actor
 from mailing.models import Mailing
-from mailing.rules import Action, EmptySendWindow, StateConflict
+from mailing.rules import TEXT_MAX_LENGTH, Action, EmptySendWindow, StateConflict
 
 
 @staff_required
@@ -49,7 +49,7 @@ def mailing_create(request):
                 ui_forms.apply_service_errors(form, error, form.ALIASES)
             else:
                 messages.success(request, f"Draft “{mailing.name}” saved. Nothing is sent yet.")
-                return redirect("dashboard:mailing_detail", pk=mailing.pk)
+                return redirect("dashboard:mailing_check", pk=mailing.pk)
     else:
         now = timezone.localtime().replace(second=0, microsecond=0)
         form = ui_forms.MailingForm(initial={"start_at": now, "end_at": now + timedelta(days=1)})
@@ -102,6 +102,14 @@ def mailing_preview(request):
     return render(
         request, "dashboard/mailings/_preview.html", {"preview": preview, "window": window}
     )
+
+
+@staff_required
+@require_POST
+def mailing_segments(request):
+    """The editor's live count: characters, encoding and SMS parts of the text typed."""
+    text = request.POST.get("text", "")[:TEXT_MAX_LENGTH]
+    return render(request, "dashboard/mailings/_segments.html", {"counted": segments.count(text)})
 
 
 def duration_text(seconds: float) -> str:
@@ -182,13 +190,58 @@ def mailing_progress(request, pk: int):
     return render(request, "dashboard/mailings/_progress.html", _progress_context(request, mailing))
 
 
+def _starts_text(review: dict, zone_name: str) -> str:
+    """ "now", or "in 2 h 10 min, at 09:00 Europe/Moscow" (with the date when not today)."""
+    if review["starts_now"]:
+        return "now"
+    local = timezone.localtime(review["starts_at"])
+    at = local.strftime("%H:%M")
+    if local.date() != timezone.localdate():
+        at = local.strftime("%-d %b %Y, %H:%M")
+    return f"in {duration_text(review['starts_in_seconds'])}, at {at} {zone_name}"
+
+
+@staff_required
+@require_http_methods(["GET", "POST"])
+def mailing_check(request, pk: int):
+    """Check and send: what a draft will do, and the one button that launches it."""
+    mailing = get_object_or_404(Mailing, pk=pk)
+    if not mailing.can.get(Action.LAUNCH):
+        messages.info(request, f"“{mailing.name}” is {mailing.status}: there is nothing to send.")
+        return redirect("dashboard:mailing_detail", pk=mailing.pk)
+    review = selectors.launch_review(mailing)
+    form = ui_forms.LaunchForm(
+        request.POST if request.method == "POST" else None,
+        initial={"audience": review["reachable"]},
+        reachable=review["reachable"],
+        typed=review["typed_confirmation"],
+    )
+    if request.method == "POST" and request.POST.get("send") == "1" and form.is_valid():
+        try:
+            services.launch_mailing(mailing, actor=Actor.of_request(request))
+        except StateConflict as conflict:
+            form.add_error(None, str(conflict))
+        else:
+            messages.success(
+                request, f"“{mailing.name}” launched to {review['reachable']:,} clients."
+            )
+            return redirect("dashboard:mailing_detail", pk=mailing.pk)
+    context = {
+        "mailing": mailing,
+        "review": review,
+        "form": form,
+        "starts": _starts_text(review, str(timezone.get_current_timezone())),
+        "duration": (
+            duration_text(review["duration_seconds"])
+            if review["duration_seconds"] is not None
+            else None
+        ),
+    }
+    return render(request, "dashboard/mailings/check.html", context)
+
+
 # The state-changing actions of the detail page: the service, the button, what follows.
 ACTIONS = {
-    Action.LAUNCH: (
-        services.launch_mailing,
-        "Send",
-        "It is sent to its audience: at once if its start has come, else at its start.",
-    ),
     Action.PAUSE: (services.pause_mailing, "Pause", "New sends stop until you resume it."),
     Action.RESUME: (services.resume_mailing, "Resume", "Sending continues."),
     Action.CANCEL: (
