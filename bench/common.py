@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -339,6 +340,8 @@ class Bench:
             "LOG_LEVEL": "WARNING",
             "Q_LOG_LEVEL": "WARNING",
             "DEBUG": "0",
+            # Production settings refuse to start without a key of their own.
+            "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(50),
             "PROBE_TOKEN": PROBE_TOKEN,
             "Q_CLUSTER_NAME": self.name,
             "PROMETHEUS_MULTIPROC_DIR": str(self.tmp / "prometheus"),

@@ -494,7 +494,6 @@ def stack_environment(
     return {
         "DEBUG": "0",
         "SECRET_KEY": secrets.token_urlsafe(50),
-        "REQUIRE_SECRET_KEY": "1",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
@@ -562,7 +561,11 @@ def compose_mode(podman: Podman, stack: Stack, cleanup: Cleanup, image: str, run
         "--project-name", project, "--env-file", str(empty_env),
         "--file", str(COMPOSE_FILE), "--file", str(HOST_SERVICES_FILE), "--profile", "demo",
     ]  # fmt: skip
-    env = {**podman.env, **stack.env, **stack.stand_in_env, "MAILING_IMAGE": image}
+    # POSTGRES_PASSWORD: compose requires it, though the override starts no PostgreSQL.
+    env = {
+        **podman.env, **stack.env, **stack.stand_in_env, "MAILING_IMAGE": image,
+        "POSTGRES_PASSWORD": secrets.token_urlsafe(24),
+    }  # fmt: skip
     stack.compose, stack.compose_env = compose, env
     down_log = podman.workdir / "compose-down.log"
     cleanup.add(

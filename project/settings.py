@@ -12,6 +12,8 @@ from typing import Any
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from project.secret_rules import refuse_known_or_missing_secrets
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -45,12 +47,11 @@ def env_list(name: str, default: str) -> list[str]:
 
 
 DEBUG = env_bool("DEBUG", False)
-SECRET_KEY = os.environ.get("SECRET_KEY", "")
-if not SECRET_KEY:
-    if not DEBUG and env_bool("REQUIRE_SECRET_KEY", False):
-        raise ImproperlyConfigured("SECRET_KEY must be set")
-    # A development-only key: REQUIRE_SECRET_KEY=1 in production refuses to start without one.
-    SECRET_KEY = "insecure-development-key-set-SECRET_KEY-in-production"  # noqa: S105
+# Development defaults (make run, DEBUG=1) are public: outside DEBUG a secret has none, and a
+# missing, short or shipped one stops start-up (project/secret_rules.py, docs/security.md).
+if not DEBUG:
+    refuse_known_or_missing_secrets(os.environ)
+SECRET_KEY = env_str("SECRET_KEY", "insecure-development-key-set-SECRET_KEY-in-production")
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
@@ -172,7 +173,7 @@ else:
 
 # --- External send API ----------------------------------------------------------
 PROBE_URL = env_str("PROBE_URL", "http://127.0.0.1:8081/v1").rstrip("/")
-PROBE_TOKEN = env_str("PROBE_TOKEN", "dev-token")
+PROBE_TOKEN = env_str("PROBE_TOKEN", "dev-token" if DEBUG else "")
 PROBE_CONNECT_TIMEOUT = env_number("PROBE_CONNECT_TIMEOUT", 3.0)
 PROBE_TOTAL_TIMEOUT = env_number("PROBE_TOTAL_TIMEOUT", 10.0)
 SEND_CONCURRENCY = int(env_number("SEND_CONCURRENCY", 200, int))
@@ -285,20 +286,21 @@ if not DEBUG:
     SECURE_HSTS_PRELOAD = True
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
-    if "SECRET_KEY" in os.environ and len(SECRET_KEY) < 50:
-        raise ImproperlyConfigured("SECRET_KEY must be at least 50 characters long")
 
 # --- Staff UI and sign-in ---------------------------------------------------------
 # Staff sign in through the company's OpenID Connect provider (django-allauth); there is no
 # local password sign-in and no open sign-up. `make run` starts a development provider.
-OIDC_ISSUER_URL = env_str("OIDC_ISSUER_URL", "http://127.0.0.1:8090").rstrip("/")
-OIDC_CLIENT_ID = env_str("OIDC_CLIENT_ID", "mailing-ui")
-OIDC_CLIENT_SECRET = env_str("OIDC_CLIENT_SECRET", "dev-secret")
+# The defaults are make run's development provider, under DEBUG only: elsewhere nothing is
+# assumed about who may sign in.
+OIDC_ISSUER_URL = env_str("OIDC_ISSUER_URL", "http://127.0.0.1:8090" if DEBUG else "").rstrip("/")
+OIDC_CLIENT_ID = env_str("OIDC_CLIENT_ID", "mailing-ui" if DEBUG else "")
+OIDC_CLIENT_SECRET = env_str("OIDC_CLIENT_SECRET", "dev-secret" if DEBUG else "")
 OIDC_PROVIDER_NAME = env_str("OIDC_PROVIDER_NAME", "Company sign-in")
 # Staff are identities with a verified e-mail in one of these domains, or in this group
 # (the "groups" claim); an empty list / empty group name disables that rule.
 OIDC_ALLOWED_EMAIL_DOMAINS = [
-    domain.lower() for domain in env_list("OIDC_ALLOWED_EMAIL_DOMAINS", "example.com")
+    domain.lower()
+    for domain in env_list("OIDC_ALLOWED_EMAIL_DOMAINS", "example.com" if DEBUG else "")
 ]
 OIDC_STAFF_GROUP = env_str("OIDC_STAFF_GROUP", "staff")
 SOCIALACCOUNT_PROVIDERS: dict[str, dict[str, Any]] = {

@@ -86,7 +86,6 @@ def production_env(**extra: str) -> dict[str, str]:
         SECRET_KEY="".join(secrets.choice(alphabet) for _ in range(60)),
         ALLOWED_HOSTS="example.com",
         SECURE_SSL_REDIRECT="1",
-        REQUIRE_SECRET_KEY="1",
     )
     env.update(extra)
     return env

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -97,7 +98,12 @@ def test_log_format_json_setting_emits_json_lines():
     result = subprocess.run(
         [sys.executable, "-c", code],
         cwd=Path(settings.BASE_DIR),
-        env={"DJANGO_SETTINGS_MODULE": "project.settings", "LOG_FORMAT": "json", "PATH": ""},
+        env={
+            "DJANGO_SETTINGS_MODULE": "project.settings",
+            "LOG_FORMAT": "json",
+            "PATH": "",
+            "SECRET_KEY": os.environ["SECRET_KEY"],  # DEBUG is off: a key is required
+        },
         capture_output=True,
         text=True,
         timeout=60,

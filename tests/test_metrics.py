@@ -17,7 +17,7 @@ from mailing.models import DispatcherSlot, Mailing, MailingStatus, ProviderState
 from tests.conftest import ChildProcess, free_port, make_clients, now_plus, wait_for
 
 ROOT = Path(settings.BASE_DIR)
-TOKEN = "metrics-test-token"
+TOKEN = "metrics-test-token-at-least-32-characters"
 
 
 @pytest.fixture

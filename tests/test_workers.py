@@ -172,7 +172,8 @@ def test_run_stack_starts_everything_and_ctrl_c_stops_it_all():
             *("--port", str(web_port), "--probe-port", str(probe_port)),
             *("--oidc-port", str(oidc_port)),
         ],
-        subprocess_env(Q_CLUSTER_NAME=f"test-{uuid.uuid4().hex[:8]}", Q_WORKERS="2"),
+        # As make run starts it: DEBUG on, the development tokens and identity provider.
+        subprocess_env(DEBUG="1", Q_CLUSTER_NAME=f"test-{uuid.uuid4().hex[:8]}", Q_WORKERS="2"),
     )
     with stack:
         try:
