@@ -295,7 +295,7 @@ class DispatcherSlot(models.Model):
 
     slot = models.PositiveSmallIntegerField(unique=True)
     owner = models.CharField(max_length=rules.WORKER_ID_MAX_LENGTH, blank=True, default="")
-    lease_until = models.DateTimeField()
+    lease_until = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     circuit_state = models.CharField(max_length=rules.STATUS_MAX_LENGTH, default="closed")
     # The send API over the owner's last minute (mailing.engine.send_health), for the UI.
