@@ -171,6 +171,11 @@ class Mailing(models.Model):
         return self.status in rules.DRAFT_STATUSES
 
     @property
+    def is_deleted(self) -> bool:
+        """Deleted by staff (its rows may still be going in the background)."""
+        return self.status in rules.DELETED_STATUSES
+
+    @property
     def is_preparing_audience(self) -> bool:
         """Started, and its messages do not exist yet."""
         return self.status in rules.IN_PROGRESS_STATUSES and self.fanned_out_at is None

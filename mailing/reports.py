@@ -29,7 +29,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from mailing import selectors
-from mailing.models import COUNTER_FIELDS, Mailing, ReportRun
+from mailing.models import COUNTER_FIELDS, ReportRun
 from mailing.rules import (
     DRAFT_STATUSES,
     FAILURE_REASONS_IN_REPORT,
@@ -49,7 +49,8 @@ def processed_mailings(since: datetime, until: datetime):
     """Mailings that were sending at some time in [since, until): started, and running,
     paused, finished or cancelled during the period."""
     return (
-        Mailing.objects.filter(start_at__lt=until)
+        selectors.visible_mailings()
+        .filter(start_at__lt=until)
         .exclude(status__in=UNSTARTED_STATUSES | DRAFT_STATUSES)
         .filter(
             Q(end_at__gt=since)

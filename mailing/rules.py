@@ -46,6 +46,11 @@ ACTOR_NAME_MAX_LENGTH = 254
 EARLIEST_YEAR = 2000
 LATEST_YEAR = 2999
 IMPORT_MAX_ROWS = 500_000
+# Background deletes (a deleted mailing's messages, events past their retention): rows per
+# statement, each in its own short transaction, and how long one task runs before it hands
+# the rest to a fresh task (well inside q2's task timeout).
+DELETE_BATCH_SIZE = 10_000
+DELETE_TASK_SECONDS = 60.0
 
 # SMS parts: 160 GSM-7 septets or 70 UCS-2 units in one message; a longer text is sent in
 # parts of 153 or 67 (the rest of each part holds the header that joins them).
@@ -101,6 +106,9 @@ class MailingStatus(models.TextChoices):
     PAUSED = "paused"
     FINISHED = "finished"
     CANCELLED = "cancelled"
+    # Deleted by staff: gone from every list and lookup at once, never sent for again; the
+    # background purge removes its messages in batches, then the mailing itself.
+    DELETING = "deleting"
 
 
 class MessageStatus(models.TextChoices):
@@ -122,6 +130,8 @@ SENDING_STATUSES = frozenset({MailingStatus.RUNNING})
 # Still to happen or happening: the engine has work, the UI keeps refreshing.
 ACTIVE_STATUSES = UNSTARTED_STATUSES | IN_PROGRESS_STATUSES
 FINAL_STATUSES = frozenset({MailingStatus.FINISHED, MailingStatus.CANCELLED})
+# Deleted: asked by the selectors (every list and lookup leaves these out) and the purge.
+DELETED_STATUSES = frozenset({MailingStatus.DELETING})
 
 FINAL_MESSAGE_STATUSES = frozenset(MessageStatus) - {MessageStatus.PENDING}
 # A message in one of these did not reach its client.
@@ -162,6 +172,7 @@ ALLOWED_ACTIONS: dict[str, frozenset[Action]] = {
     MailingStatus.PAUSED: frozenset({Action.EDIT, Action.RESUME, Action.CANCEL, Action.DELETE}),
     MailingStatus.FINISHED: frozenset({Action.DELETE}),
     MailingStatus.CANCELLED: frozenset({Action.DELETE}),
+    MailingStatus.DELETING: frozenset(),
 }
 
 # The status each state-changing action leads to.
@@ -171,6 +182,7 @@ ACTION_RESULT: dict[Action, str] = {
     Action.PAUSE: MailingStatus.PAUSED,
     Action.RESUME: MailingStatus.RUNNING,
     Action.CANCEL: MailingStatus.CANCELLED,
+    Action.DELETE: MailingStatus.DELETING,
 }
 
 # The fields of a mailing, as services name them, with the words people read.
@@ -192,6 +204,7 @@ EDITABLE_FIELDS: dict[str, frozenset[str]] = {
     MailingStatus.PAUSED: frozenset({"name", "end_at"}),
     MailingStatus.FINISHED: frozenset(),
     MailingStatus.CANCELLED: frozenset(),
+    MailingStatus.DELETING: frozenset(),
 }
 
 

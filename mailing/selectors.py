@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db.models import Count, Max, Q, QuerySet, Sum
+from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
 from mailing import phones, rules
@@ -27,6 +28,7 @@ from mailing.models import (
     ProviderState,
 )
 from mailing.rules import (
+    DELETED_STATUSES,
     FAILURE_REASONS_SHOWN,
     FAILURE_SAMPLE,
     OPERATOR_CODE_REGEX,
@@ -89,8 +91,28 @@ def existing_phones(phones: list[str]) -> set[str]:
     return set(Client.objects.filter(phone__in=phones).values_list("phone", flat=True))
 
 
+def visible_mailings() -> QuerySet[Mailing]:
+    """Every mailing staff can see: a deleted one is gone at once from every list, lookup
+    and statistic, while the background purge still removes its rows."""
+    return Mailing.objects.exclude(status__in=DELETED_STATUSES)
+
+
+def get_mailing(mailing_id: int) -> Mailing:
+    """The mailing of a URL; Http404 when there is none, or it was deleted."""
+    return get_object_or_404(visible_mailings(), pk=mailing_id)
+
+
+def deleted_mailing_ids() -> list[int]:
+    """Mailings deleted whose rows the purge has still to remove, oldest first."""
+    return list(
+        Mailing.objects.filter(status__in=DELETED_STATUSES)
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+
+
 def list_mailings(*, status: str | None = None) -> QuerySet[Mailing]:
-    mailings = Mailing.objects.order_by("-id")
+    mailings = visible_mailings().order_by("-id")
     if status is not None:
         mailings = mailings.filter(status=status)
     return mailings
@@ -175,7 +197,7 @@ def overall_stats() -> dict[str, object]:
     """Every mailing's counters, their totals and the mailings per status: one query, one
     row per mailing (the totals are summed here rather than by two more queries)."""
     names = ("total", *COUNTER_FIELDS)
-    rows = Mailing.objects.order_by("-id").values_list("id", "status", *names)
+    rows = visible_mailings().order_by("-id").values_list("id", "status", *names)
     mailings = []
     totals = dict.fromkeys(names, 0)
     by_status: dict[str, int] = {}
@@ -248,11 +270,12 @@ def tag_choices() -> list[str]:
 
 def recent_overview(limit: int = RECENT_MAILINGS) -> dict[str, object]:
     """Totals over every mailing (counters, so no message scan) and the latest mailings."""
-    totals = Mailing.objects.aggregate(
+    totals = visible_mailings().aggregate(
         total=Sum("total"), **{name: Sum(name) for name in COUNTER_FIELDS}
     )
     by_status = dict(
-        Mailing.objects.order_by()
+        visible_mailings()
+        .order_by()
         .values_list("status")
         .annotate(n=Count("id"))
         .values_list("status", "n")
@@ -260,7 +283,7 @@ def recent_overview(limit: int = RECENT_MAILINGS) -> dict[str, object]:
     return {
         "totals": {name: value or 0 for name, value in totals.items()},
         "mailings_by_status": by_status,
-        "recent": list(Mailing.objects.order_by("-id")[:limit]),
+        "recent": list(visible_mailings().order_by("-id")[:limit]),
     }
 
 

@@ -18,7 +18,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from mailing import events, rules
+from mailing import cleanup, events, rules
 from mailing.actors import Actor
 from mailing.models import Client, Event, Mailing, MailingStatus, Message, MessageStatus
 from mailing.rules import (
@@ -521,14 +521,20 @@ def cancel_mailing(mailing: Mailing, *, actor: Actor | None = None) -> Mailing:
     return mailing
 
 
-def delete_mailing(mailing: Mailing, *, actor: Actor | None = None) -> None:
-    """Stop the mailing (no further sends), then delete it with its messages."""
-    mailing_id = mailing.pk
+def delete_mailing(mailing: Mailing, *, actor: Actor | None = None) -> Mailing:
+    """Delete the mailing at once for everyone; its rows go in the background.
+
+    One conditional UPDATE of the mailing's row (whatever its number of messages) makes it
+    ``deleting``: gone from every list and lookup, never claimed or sent for again. After the
+    commit the purge task removes its messages in batches, then the mailing; its events stay.
+    """
+    former = mailing.status
     with transaction.atomic():
-        if mailing.is_active:
-            Mailing.objects.filter(pk=mailing_id).update(status=MailingStatus.CANCELLED)
-        mailing.delete()
-        events.record(
-            events.MAILING_DELETED, mailing_id=mailing_id, actor=actor, status=mailing.status
-        )
-    logger.info("mailing deleted", extra={"mailing_id": mailing_id})
+        _transition(mailing, Action.DELETE)
+        events.record(events.MAILING_DELETED, mailing_id=mailing.pk, actor=actor, status=former)
+        transaction.on_commit(cleanup.enqueue_purge)
+    logger.info(
+        "mailing deleted; its messages go in the background", extra={"mailing_id": mailing.pk}
+    )
+    mailing.refresh_from_db()
+    return mailing

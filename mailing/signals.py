@@ -1,4 +1,4 @@
-"""Hooks: the daily report's schedule after migrations."""
+"""Hooks: the schedules (daily report, purge of deleted mailings) after migrations."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from django.dispatch import receiver
 @receiver(post_migrate)
 def create_report_schedule(sender, app_config=None, **kwargs) -> None:
     if app_config is not None and app_config.label == "mailing":
-        from mailing import reports
+        from mailing import cleanup, reports
 
         reports.ensure_schedule()
+        cleanup.ensure_schedules()

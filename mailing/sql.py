@@ -23,7 +23,8 @@ from django.db.models import (
     Value,
 )
 
-from mailing.models import Client, Event, Message
+from mailing.models import Client, Event, Mailing, Message
+from mailing.rules import SENDING_STATUSES
 
 # The columns a fan-out fills, in the order of its SELECT.
 _MESSAGE_COLUMNS = (
@@ -102,18 +103,26 @@ def claim_due_messages(
     them. SQLite has one writer at a time and no row locks, so it goes without the lock
     clause. The literal ``'pending'`` (not a parameter) lets PostgreSQL's planner match the
     partial index ``message_due_idx``.
+
+    The mailing must still be sending when the statement runs (not only when the caller
+    listed the running mailings): one paused, cancelled or deleted in between gets nothing
+    claimed.
     """
     table = Message._meta.db_table
+    sending = Mailing.objects.filter(pk=mailing_id, status__in=SENDING_STATUSES).values("pk")
+    sending_sql, sending_params = sending.query.sql_with_params()
     lock = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
     claim_sql = (
         f"UPDATE {table} SET claimed_by = %s, next_attempt_at = %s WHERE id IN ("  # noqa: S608
         f"SELECT id FROM {table} WHERE mailing_id = %s AND status = 'pending' "
-        f"AND next_attempt_at <= %s ORDER BY next_attempt_at LIMIT %s{lock}) "
+        f"AND next_attempt_at <= %s AND EXISTS ({sending_sql}) "
+        f"ORDER BY next_attempt_at LIMIT %s{lock}) "
         "RETURNING id, client_id, phone, timezone, attempts"
     )
     adapt = connection.ops.adapt_datetimefield_value
+    params = [worker_id, adapt(lease_until), mailing_id, adapt(now), *sending_params, limit]
     with connection.cursor() as cursor:
-        cursor.execute(claim_sql, [worker_id, adapt(lease_until), mailing_id, adapt(now), limit])
+        cursor.execute(claim_sql, params)
         return cursor.fetchall()
 
 

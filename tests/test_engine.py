@@ -12,7 +12,7 @@ from django.db.models import Count
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from mailing import services
+from mailing import cleanup, services
 from mailing.engine import lifecycle
 from mailing.engine.fanout import fan_out
 from mailing.engine.queue import claim_due
@@ -306,6 +306,7 @@ def test_deleting_a_running_mailing_stops_it(provider, dispatcher_factory):
     worker.stop()
     # At most the requests in flight at the deletion (concurrency 5) arrive afterwards.
     assert provider.recorder.stats()["requests"] - deleted_at <= 5
+    cleanup.purge_deleted_mailings()
     assert not Message.objects.filter(mailing_id=mailing.pk).exists()
 
 

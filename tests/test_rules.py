@@ -171,6 +171,7 @@ def test_each_state_allows_exactly_its_actions():
         "paused": {"edit", "resume", "cancel", "delete"},
         "finished": {"delete"},
         "cancelled": {"delete"},
+        "deleting": set(),
     }
     assert {status: set(actions) for status, actions in rules.ALLOWED_ACTIONS.items()} == expected
     assert set(rules.ALLOWED_ACTIONS) == set(MailingStatus.values)
@@ -184,9 +185,15 @@ def test_each_state_allows_exactly_its_actions():
 
 def test_status_sets_partition_the_statuses():
     everything = set(MailingStatus.values)
-    assert everything == rules.DRAFT_STATUSES | rules.ACTIVE_STATUSES | rules.FINAL_STATUSES
+    assert everything == (
+        rules.DRAFT_STATUSES | rules.ACTIVE_STATUSES | rules.FINAL_STATUSES | rules.DELETED_STATUSES
+    )
     assert not rules.ACTIVE_STATUSES & rules.FINAL_STATUSES
     assert not rules.DRAFT_STATUSES & (rules.ACTIVE_STATUSES | rules.FINAL_STATUSES)
+    assert (
+        not (rules.DRAFT_STATUSES | rules.ACTIVE_STATUSES | rules.FINAL_STATUSES)
+        & rules.DELETED_STATUSES
+    )
     assert rules.UNSTARTED_STATUSES | rules.IN_PROGRESS_STATUSES == rules.ACTIVE_STATUSES
     assert rules.SENDING_STATUSES <= rules.IN_PROGRESS_STATUSES
     assert {"failed", "expired", "cancelled"} == rules.UNREACHED_MESSAGE_STATUSES

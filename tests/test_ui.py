@@ -505,8 +505,11 @@ def test_delete_mailing_with_confirmation(web):
     mailing = running_mailing(1)
     url = reverse("dashboard:mailing_delete", args=[mailing.pk])
     assert b"Delete mailing" in web.get(url).content
-    post(web, url, {})
-    assert not Mailing.objects.filter(pk=mailing.pk).exists()
+    page = post(web, url, {}, follow=True).content.decode()
+    assert "its messages are being removed in the background" in page
+    assert f'href="/mailings/{mailing.pk}/"' not in page
+    assert web.get(reverse("dashboard:mailing_detail", args=[mailing.pk])).status_code == 404
+    assert Mailing.objects.get(pk=mailing.pk).is_deleted
 
 
 def test_csv_export_streams_and_neutralises_formulas(web):

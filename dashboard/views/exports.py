@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 
 from django.http import StreamingHttpResponse
-from django.shortcuts import get_object_or_404, redirect
+from django.shortcuts import redirect
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from dashboard.filters import filter_query, filtered_clients
 from dashboard.views.common import staff_required
-from mailing.models import Mailing, Message
+from mailing import selectors
+from mailing.models import Message
 
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -59,7 +60,7 @@ def client_export(request):
 @staff_required
 @require_GET
 def mailing_export(request, pk: int):
-    mailing = get_object_or_404(Mailing, pk=pk)
+    mailing = selectors.get_mailing(pk)
     columns = (
         "id",
         "client_id",

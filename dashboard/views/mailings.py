@@ -10,7 +10,7 @@ from datetime import timedelta
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import Http404
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -59,7 +59,7 @@ def mailing_create(request):
 @staff_required
 @require_http_methods(["GET", "POST"])
 def mailing_edit(request, pk: int):
-    mailing = get_object_or_404(Mailing, pk=pk)
+    mailing = selectors.get_mailing(pk)
     form = ui_forms.MailingForm(
         request.POST or None,
         initial=ui_forms.MailingForm.initial_of(mailing),
@@ -167,7 +167,7 @@ def _progress_context(request, mailing: Mailing) -> dict:
 @staff_required
 @require_GET
 def mailing_detail(request, pk: int):
-    mailing = get_object_or_404(Mailing, pk=pk)
+    mailing = selectors.get_mailing(pk)
     filterset = MessageFilter(request.GET, queryset=selectors.list_messages(mailing))
     table = MessageTable(filterset.qs)
     configure(request, table)
@@ -186,7 +186,7 @@ def mailing_detail(request, pk: int):
 @staff_required
 @require_GET
 def mailing_progress(request, pk: int):
-    mailing = get_object_or_404(Mailing, pk=pk)
+    mailing = selectors.get_mailing(pk)
     return render(request, "dashboard/mailings/_progress.html", _progress_context(request, mailing))
 
 
@@ -205,7 +205,7 @@ def _starts_text(review: dict, zone_name: str) -> str:
 @require_http_methods(["GET", "POST"])
 def mailing_check(request, pk: int):
     """Check and send: what a draft will do, and the one button that launches it."""
-    mailing = get_object_or_404(Mailing, pk=pk)
+    mailing = selectors.get_mailing(pk)
     if not mailing.can.get(Action.LAUNCH):
         messages.info(request, f"“{mailing.name}” is {mailing.status}: there is nothing to send.")
         return redirect("dashboard:mailing_detail", pk=mailing.pk)
@@ -257,7 +257,7 @@ ACTIONS = {
 def mailing_action(request, pk: int, action: str):
     if action not in ACTIONS:
         raise Http404
-    mailing = get_object_or_404(Mailing, pk=pk)
+    mailing = selectors.get_mailing(pk)
     operation, verb, consequence = ACTIONS[Action(action)]
     detail_url = reverse("dashboard:mailing_detail", kwargs={"pk": mailing.pk})
     if request.method == "GET":  # the confirmation page (works without JavaScript)
@@ -285,17 +285,24 @@ def mailing_action(request, pk: int, action: str):
 @staff_required
 @require_http_methods(["GET", "POST"])
 def mailing_delete(request, pk: int):
-    mailing = get_object_or_404(Mailing, pk=pk)
+    mailing = selectors.get_mailing(pk)
     if request.method == "POST":
         services.delete_mailing(mailing, actor=Actor.of_request(request))
-        messages.success(request, f"Mailing {pk} deleted.")
+        messages.success(
+            request,
+            f"Mailing {pk} deleted: it is gone from the lists and sends nothing more; "
+            "its messages are being removed in the background.",
+        )
         return redirect_page(request, reverse("dashboard:mailing_list"))
     return render(
         request,
         "dashboard/confirm.html",
         {
             "title": f"Delete mailing {mailing.pk}?",
-            "consequence": "It is stopped first; its messages and statistics are deleted.",
+            "consequence": (
+                "It stops sending at once; its messages and statistics are deleted in the "
+                "background."
+            ),
             "action_url": request.path,
             "verb": "Delete",
             "back_url": reverse("dashboard:mailing_detail", kwargs={"pk": pk}),

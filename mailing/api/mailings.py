@@ -4,7 +4,6 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.shortcuts import get_object_or_404
 from ninja import Query, Router
 from ninja.pagination import paginate
 from ninja.responses import Status
@@ -91,7 +90,7 @@ def preview_audience(request: HttpRequest, payload: PreviewIn) -> dict[str, obje
 
 @router.get("/mailings/{mailing_id}", response=responses({200: MailingOut}, not_found=True))
 def get_mailing(request: HttpRequest, mailing_id: ObjectId) -> Mailing:
-    return get_object_or_404(Mailing, pk=mailing_id)
+    return selectors.get_mailing(mailing_id)
 
 
 @router.patch(
@@ -101,17 +100,17 @@ def get_mailing(request: HttpRequest, mailing_id: ObjectId) -> Mailing:
 def update_mailing(request: HttpRequest, mailing_id: ObjectId, payload: MailingPatch) -> Mailing:
     """Change only the fields given. Once a mailing has started only `end_at` may change
     (409 otherwise); a finished or cancelled one cannot change."""
-    mailing = get_object_or_404(Mailing, pk=mailing_id)
+    mailing = selectors.get_mailing(mailing_id)
     return services.update_mailing(mailing, actor=Actor.of_request(request), **_changes(payload))
 
 
-@router.delete("/mailings/{mailing_id}", response=responses({204: None}, not_found=True))
+@router.delete("/mailings/{mailing_id}", response=responses({202: None}, not_found=True))
 def delete_mailing(request: HttpRequest, mailing_id: ObjectId) -> Status:
-    """Stop the mailing, then delete it with its messages."""
-    services.delete_mailing(
-        get_object_or_404(Mailing, pk=mailing_id), actor=Actor.of_request(request)
-    )
-    return Status(204, None)
+    """Delete the mailing: 202 at once, however many messages it has. From then on it is
+    404 here and absent from every list, and nothing more is sent for it; its messages are
+    removed in the background (a q2 task, in batches), then the mailing. Its events stay."""
+    services.delete_mailing(selectors.get_mailing(mailing_id), actor=Actor.of_request(request))
+    return Status(202, None)
 
 
 @router.post(
@@ -123,7 +122,7 @@ def launch_mailing(request: HttpRequest, mailing_id: ObjectId) -> Mailing:
     period it starts at once). 409 for a mailing that is not a draft, or a draft whose end
     has passed."""
     return services.launch_mailing(
-        get_object_or_404(Mailing, pk=mailing_id), actor=Actor.of_request(request)
+        selectors.get_mailing(mailing_id), actor=Actor.of_request(request)
     )
 
 
@@ -134,7 +133,7 @@ def launch_mailing(request: HttpRequest, mailing_id: ObjectId) -> Mailing:
 def pause_mailing(request: HttpRequest, mailing_id: ObjectId) -> Mailing:
     """Stop new sends of a running mailing (409 in any other state)."""
     return services.pause_mailing(
-        get_object_or_404(Mailing, pk=mailing_id), actor=Actor.of_request(request)
+        selectors.get_mailing(mailing_id), actor=Actor.of_request(request)
     )
 
 
@@ -145,7 +144,7 @@ def pause_mailing(request: HttpRequest, mailing_id: ObjectId) -> Mailing:
 def resume_mailing(request: HttpRequest, mailing_id: ObjectId) -> Mailing:
     """Continue a paused mailing (409 in any other state)."""
     return services.resume_mailing(
-        get_object_or_404(Mailing, pk=mailing_id), actor=Actor.of_request(request)
+        selectors.get_mailing(mailing_id), actor=Actor.of_request(request)
     )
 
 
@@ -156,7 +155,7 @@ def resume_mailing(request: HttpRequest, mailing_id: ObjectId) -> Mailing:
 def cancel_mailing(request: HttpRequest, mailing_id: ObjectId) -> Mailing:
     """Cancel a scheduled, running or paused mailing and its pending messages."""
     return services.cancel_mailing(
-        get_object_or_404(Mailing, pk=mailing_id), actor=Actor.of_request(request)
+        selectors.get_mailing(mailing_id), actor=Actor.of_request(request)
     )
 
 
@@ -165,7 +164,7 @@ def cancel_mailing(request: HttpRequest, mailing_id: ObjectId) -> Mailing:
 )
 def mailing_stats(request: HttpRequest, mailing_id: ObjectId) -> selectors.MailingStats:
     """Counts by status, progress and the most common failure reasons."""
-    return selectors.mailing_stats(get_object_or_404(Mailing, pk=mailing_id))
+    return selectors.mailing_stats(selectors.get_mailing(mailing_id))
 
 
 @router.get(
@@ -177,6 +176,4 @@ def list_messages(
     request: HttpRequest, mailing_id: ObjectId, filters: Query[MessageFilters]
 ) -> QuerySet[Message]:
     """The mailing's messages by id; filter by `status`."""
-    return selectors.list_messages(
-        get_object_or_404(Mailing, pk=mailing_id), **filters.model_dump()
-    )
+    return selectors.list_messages(selectors.get_mailing(mailing_id), **filters.model_dump())
