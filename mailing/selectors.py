@@ -18,6 +18,7 @@ from mailing.engine.send_health import WINDOW_SECONDS as SEND_HEALTH_WINDOW_SECO
 from mailing.events import MESSAGE_TIMELINE_MAILING_KINDS
 from mailing.models import (
     COUNTER_FIELDS,
+    ApiToken,
     Client,
     DispatcherSlot,
     Event,
@@ -254,6 +255,25 @@ def provider_health(now: datetime | None = None) -> ProviderHealth:
 # --- Staff UI -------------------------------------------------------------------------
 
 
+def tokens_of(user_id: int) -> QuerySet[ApiToken]:
+    """A staff member's API tokens, newest first."""
+    return ApiToken.objects.filter(user_id=user_id).order_by("-id")
+
+
+def messages_with_mailing() -> QuerySet[Message]:
+    """Messages, each with its mailing (a message's page shows both)."""
+    return Message.objects.select_related("mailing")
+
+
+def message_rows(mailing: Mailing, columns: tuple[str, ...]) -> QuerySet[Message, tuple]:
+    """A mailing's messages as plain rows of ``columns``, by id (the CSV export)."""
+    return Message.objects.filter(mailing=mailing).order_by("id").values_list(*columns)
+
+
+def clients_by_ids(ids: list[int]) -> QuerySet[Client]:
+    return Client.objects.filter(pk__in=ids)
+
+
 def operator_code_choices() -> list[str]:
     """Every operator code some client has (the choices of a mailing's filter)."""
     return list(
@@ -400,6 +420,17 @@ def events_for(
             kind__in=MESSAGE_TIMELINE_MAILING_KINDS,
         )
     return events.filter(condition)
+
+
+def timeline_of(
+    model: type[Client] | type[Mailing] | type[Message], object_id: int, **selector: int
+) -> QuerySet[Event] | None:
+    """The events of one object (``events_for``), or None when neither the object nor any
+    event of it exists (the events of a deleted client or mailing stay readable)."""
+    events = events_for(**selector)
+    if not model.objects.filter(pk=object_id).exists() and not events.exists():
+        return None
+    return events
 
 
 def latest_events(events: QuerySet[Event], limit: int = TIMELINE_LENGTH) -> list[Event]:

@@ -43,7 +43,7 @@ def _bulk_target(form: ui_forms.BulkClientsForm) -> QuerySet[Client] | None:
     if not form.is_valid():
         return None
     data = form.cleaned_data
-    clients = Client.objects.filter(pk__in=data["ids"])
+    clients = selectors.clients_by_ids(data["ids"])
     if data["scope"] == "matching":
         filterset, clients = filtered_clients(QueryDict(data["query"]))
         if not filterset.is_valid():

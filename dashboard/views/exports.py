@@ -12,7 +12,6 @@ from django.views.decorators.http import require_GET
 from dashboard.filters import filter_query, filtered_clients
 from dashboard.views.common import staff_required
 from mailing import selectors
-from mailing.models import Message
 
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -71,5 +70,5 @@ def mailing_export(request, pk: int):
         "attempts",
         "last_error",
     )
-    rows = Message.objects.filter(mailing=mailing).order_by("id").values_list(*columns)
+    rows = selectors.message_rows(mailing, columns)
     return _csv_response(columns, rows, f"mailing-{mailing.pk}-messages.csv")

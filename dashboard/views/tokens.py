@@ -10,6 +10,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from dashboard import forms as ui_forms
 from dashboard.views.common import redirect_page, staff_required
+from mailing import selectors
 from mailing.actors import Actor
 from mailing.models import ApiToken
 from mailing.tokens import issue_token, revoke_token
@@ -42,7 +43,7 @@ def tokens(request):
             "form": form,
             "new_key": new["key"] if new else None,
             "new_token_id": new["id"] if new else None,
-            "tokens": ApiToken.objects.filter(user=request.user).order_by("-id"),
+            "tokens": selectors.tokens_of(request.user.pk),
         },
     )
     response["Cache-Control"] = "no-store"

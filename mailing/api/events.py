@@ -20,8 +20,8 @@ def _timeline(
 ) -> QuerySet[Event]:
     """The events of one object; 404 when neither the object nor any event of it exists
     (the events of a deleted client or mailing stay readable)."""
-    events = selectors.events_for(**selector)
-    if not model.objects.filter(pk=object_id).exists() and not events.exists():
+    events = selectors.timeline_of(model, object_id, **selector)
+    if events is None:
         raise Http404
     return events
 
