@@ -80,6 +80,8 @@ FAILURE_SAMPLE = 10_000
 # dispatcher's tick fans out for at most this long before it claims and sends again.
 FANOUT_FIRST_CHUNK = 1000
 FANOUT_SLICE_SECONDS = 0.2
+# The send health a dispatcher reports covers its calls of the last this many seconds.
+SEND_HEALTH_WINDOW_SECONDS = 60.0
 
 # Widths of bookkeeping columns.
 STATUS_MAX_LENGTH = 16

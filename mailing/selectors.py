@@ -14,7 +14,6 @@ from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
 from mailing import phones, rules
-from mailing.engine.send_health import WINDOW_SECONDS as SEND_HEALTH_WINDOW_SECONDS
 from mailing.events import MESSAGE_TIMELINE_MAILING_KINDS
 from mailing.models import (
     COUNTER_FIELDS,
@@ -34,6 +33,7 @@ from mailing.rules import (
     FAILURE_SAMPLE,
     OPERATOR_CODE_REGEX,
     RECENT_MAILINGS,
+    SEND_HEALTH_WINDOW_SECONDS,
     TIMELINE_LENGTH,
     SendWindow,
 )

@@ -7,7 +7,9 @@ import threading
 import time
 from collections import deque
 
-WINDOW_SECONDS = 60.0
+from mailing.rules import SEND_HEALTH_WINDOW_SECONDS
+
+WINDOW_SECONDS = SEND_HEALTH_WINDOW_SECONDS
 MAX_SAMPLES = 20_000  # bounded memory: at higher rates the window keeps the latest calls
 
 
