@@ -4,6 +4,12 @@ sends synchronously with ``requests`` (``bench.baseline.send_one``) on n q2 work
 
     .venv/bin/python bench/dispatch.py          # 0/20/50 ms x 1/2/4 workers, + LOG_LEVEL=INFO
     .venv/bin/python bench/dispatch.py --quick  # 50 ms x 1/2 workers, short windows
+    .venv/bin/python bench/dispatch.py --latencies 50 --workers 1 2 --pinned-window \
+        --no-naive --no-info-run                # adaptive window vs the pinned (fixed) one
+
+``--pinned-window`` also runs the engine with ``SEND_WINDOW_ADAPTIVE=0`` (the fixed window of
+``SEND_CONCURRENCY`` from the first call, as before slow start) right after each adaptive
+run, on the same stand-in and mailing size: the same-run baseline of the adaptive window.
 
 The rate is read from the mailing's ``sent`` counter: after the first message is sent and a
 warm-up, the messages counted over a fixed window divided by its length (steady state).
@@ -105,6 +111,7 @@ def run_engine(
     warmup: float,
     window: float,
     log_level: str = "WARNING",
+    **env: object,
 ) -> Measured:
     mailing_id = _fan_out(messages)
     started = time.monotonic()
@@ -114,6 +121,7 @@ def run_engine(
         DISPATCHER_SLOTS=workers,
         Q_WORKERS=workers + 1,
         LOG_LEVEL=log_level,
+        **env,
     )
     try:
         return measure(mailing_id, messages, warmup, window, started)
@@ -163,6 +171,12 @@ def main() -> None:
     p.add_argument("--warmup", type=float, help="seconds after the first send before counting")
     p.add_argument("--window", type=float, help="seconds counted")
     p.add_argument("--no-info-run", action="store_true", help="skip the LOG_LEVEL=INFO run")
+    p.add_argument(
+        "--pinned-window",
+        action="store_true",
+        help="also run the engine with SEND_WINDOW_ADAPTIVE=0 (fixed window) per row",
+    )
+    p.add_argument("--no-naive", action="store_true", help="skip the naive q2-task baseline")
     args = p.parse_args()
     quick = args.quick
     latencies = args.latencies or ([50.0] if quick else [0.0, 20.0, 50.0])
@@ -177,12 +191,34 @@ def main() -> None:
         insert_clients(messages, tag="bench")
         stand_in = bench.stand_in()
         rows = []
+        window_rows = []
         for latency in latencies:
             stand_in.configure(latency_ms=latency)
             for workers in worker_counts:
                 log(f"engine: {latency:g} ms, {workers} worker(s)")
                 engine = run_engine(bench, stand_in, workers, messages, warmup, window)
-                log(f"  {engine.rate:,.0f} msg/s; baseline: {latency:g} ms, {workers} worker(s)")
+                log(f"  {engine.rate:,.0f} msg/s")
+                if args.pinned_window:
+                    log(f"engine, pinned window: {latency:g} ms, {workers} worker(s)")
+                    pinned = run_engine(
+                        bench, stand_in, workers, messages, warmup, window, SEND_WINDOW_ADAPTIVE=0
+                    )
+                    log(f"  {pinned.rate:,.0f} msg/s")
+                    window_rows.append(
+                        [
+                            f"{latency:g}",
+                            workers,
+                            engine.rate,
+                            pinned.rate,
+                            ratio(engine.rate, pinned.rate),
+                            f"{engine.startup:.1f} / {pinned.startup:.1f}",
+                        ]
+                    )
+                    figures[f"{latency:g}ms_{workers}w_pinned"] = pinned.__dict__
+                if args.no_naive:
+                    figures[f"{latency:g}ms_{workers}w"] = {"engine": engine.__dict__}
+                    continue
+                log(f"baseline: {latency:g} ms, {workers} worker(s)")
                 naive = run_baseline(bench, stand_in, workers, baseline_tasks, warmup, window)
                 log(f"  {naive.rate:,.1f} msg/s")
                 times = ratio(engine.rate, naive.rate)
@@ -210,6 +246,21 @@ def main() -> None:
                     "engine": engine.__dict__,
                     "baseline": naive.__dict__,
                 }
+        if window_rows:
+            bench.results.table(
+                "Dispatch: adaptive window vs pinned window (SEND_WINDOW_ADAPTIVE=0), same run",
+                [
+                    "latency ms",
+                    "q2 workers",
+                    "adaptive msg/s",
+                    "pinned msg/s",
+                    "adaptive / pinned",
+                    "first send after s (adaptive / pinned)",
+                ],
+                window_rows,
+            )
+        if not rows:
+            return
         bench.results.table(
             "Dispatch: sustained messages/s (LOG_LEVEL=WARNING)",
             [

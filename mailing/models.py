@@ -309,6 +309,8 @@ class DispatcherSlot(models.Model):
     send_p95_ms = models.FloatField(null=True, blank=True)
     send_error_rate = models.FloatField(null=True, blank=True)
     send_health_at = models.DateTimeField(null=True, blank=True)
+    # The owner's concurrency window (calls it may keep in flight), renewed every tick.
+    send_window = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["slot"]

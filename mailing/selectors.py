@@ -218,6 +218,7 @@ DISPATCHER_ALIVE_WITHIN = timedelta(seconds=10)
 class DispatcherHealth(TypedDict):
     slot: int
     circuit_state: str
+    window: int | None
     heartbeat_at: datetime | None
     alive: bool
 
@@ -230,7 +231,8 @@ class ProviderHealth(TypedDict):
 
 
 def provider_health(now: datetime | None = None) -> ProviderHealth:
-    """The send API as the workers see it: refused credentials and each dispatcher's circuit."""
+    """The send API as the workers see it: refused credentials, and each dispatcher's
+    circuit and concurrency window."""
     now = now or timezone.now()
     state = ProviderState.objects.filter(pk=1).values("auth_failed_at", "auth_error").first()
     state = state or {"auth_failed_at": None, "auth_error": ""}
@@ -238,6 +240,7 @@ def provider_health(now: datetime | None = None) -> ProviderHealth:
         {
             "slot": slot.slot,
             "circuit_state": slot.circuit_state,
+            "window": slot.send_window,
             "heartbeat_at": slot.heartbeat_at,
             "alive": slot.heartbeat_at is not None
             and slot.heartbeat_at >= now - DISPATCHER_ALIVE_WITHIN,

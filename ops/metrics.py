@@ -6,8 +6,9 @@ Two kinds of metric, documented one by one in docs/metrics.md:
   middleware): each process writes its samples under ``PROMETHEUS_MULTIPROC_DIR`` and a
   scrape adds up every process's files, so gunicorn workers and q2 workers aggregate.
 - Read from the database at scrape time by ``DatabaseCollector`` (messages by status from
-  the mailing counters, mailings by status, the due queue, circuits, the credentials
-  pause): a handful of queries whose cost grows with the number of mailings, not messages.
+  the mailing counters, mailings by status, the due queue, circuits, windows, the
+  credentials pause): a handful of queries whose cost grows with the number of mailings,
+  not messages.
 
 ``PROMETHEUS_MULTIPROC_DIR`` must be set before prometheus_client is imported; the settings
 module takes care of it (see project/settings.py).
@@ -126,7 +127,15 @@ class DatabaseCollector(Collector):
             "Seconds since each dispatcher slot's last heartbeat.",
             labels=["slot"],
         )
+        window = GaugeMetricFamily(
+            "mailing_dispatcher_window",
+            "Each dispatcher slot's concurrency window: calls to the send API it may keep in "
+            "flight now (slow start from SEND_WINDOW_INITIAL, at most SEND_CONCURRENCY).",
+            labels=["slot"],
+        )
         for slot in provider["dispatchers"]:
+            if slot["window"] is not None:
+                window.add_metric([str(slot["slot"])], slot["window"])
             for state in ("closed", "open", "half_open"):
                 current = 1 if slot["circuit_state"] == state else 0
                 circuit.add_metric([str(slot["slot"]), state], current)
@@ -135,6 +144,7 @@ class DatabaseCollector(Collector):
                 heartbeat.add_metric([str(slot["slot"])], age)
         yield circuit
         yield heartbeat
+        yield window
 
         paused = GaugeMetricFamily(
             "mailing_provider_paused_for_credentials",

@@ -176,7 +176,11 @@ PROBE_URL = env_str("PROBE_URL", "http://127.0.0.1:8081/v1").rstrip("/")
 PROBE_TOKEN = env_str("PROBE_TOKEN", "dev-token" if DEBUG else "")
 PROBE_CONNECT_TIMEOUT = env_number("PROBE_CONNECT_TIMEOUT", 3.0)
 PROBE_TOTAL_TIMEOUT = env_number("PROBE_TOTAL_TIMEOUT", 10.0)
-SEND_CONCURRENCY = int(env_number("SEND_CONCURRENCY", 200, int))
+SEND_CONCURRENCY = int(env_number("SEND_CONCURRENCY", 200, int))  # the window's ceiling
+# The concurrency window slow-starts from this many calls in flight (mailing/engine/limiter.py).
+SEND_WINDOW_INITIAL = int(env_number("SEND_WINDOW_INITIAL", 4, int))
+# Off: a fixed window of SEND_CONCURRENCY from the first call (the behaviour before slow start).
+SEND_WINDOW_ADAPTIVE = env_bool("SEND_WINDOW_ADAPTIVE", True)
 SEND_RATE_LIMIT = env_number("SEND_RATE_LIMIT", 0.0)  # messages per second, all workers; 0 = none
 # Launching to more clients than this asks the staff member to type the count.
 LAUNCH_CONFIRM_THRESHOLD = int(env_number("LAUNCH_CONFIRM_THRESHOLD", 10_000, int))

@@ -699,7 +699,7 @@ def test_provider_health(api: Api) -> None:
     }
     now = timezone.now()
     ProviderState.objects.create(pk=1, auth_failed_at=now, auth_error="401 from provider")
-    DispatcherSlot.objects.create(slot=0, heartbeat_at=now, circuit_state="open")
+    DispatcherSlot.objects.create(slot=0, heartbeat_at=now, circuit_state="open", send_window=9)
     DispatcherSlot.objects.create(slot=1, heartbeat_at=now - timedelta(seconds=30))
     DispatcherSlot.objects.create(slot=2)
     body = api.get("/provider").json()
@@ -712,6 +712,7 @@ def test_provider_health(api: Api) -> None:
         (2, "closed", False),
     ]
     assert body["dispatchers"][2]["heartbeat_at"] is None
+    assert [d["window"] for d in body["dispatchers"]] == [9, None, None]
 
 
 # --- Malformed requests: never a 500 ------------------------------------------------

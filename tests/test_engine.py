@@ -7,18 +7,21 @@ from datetime import time as clock_time
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.db import connection
-from django.db.models import Count
+from django.db.models import Count, Sum
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from mailing import cleanup, services
 from mailing.engine import lifecycle
+from mailing.engine.circuit import CircuitState
+from mailing.engine.clock import SystemClock
 from mailing.engine.fanout import fan_out
 from mailing.engine.queue import claim_due
 from mailing.models import Mailing, MailingStatus, Message, MessageStatus, ProviderState
 from mailing.transitions import reconcile_counters
-from tests.conftest import make_clients, now_plus, wait_for
+from tests.conftest import RefusedPort, make_clients, now_plus, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -205,27 +208,102 @@ def test_throttling_waits_at_least_retry_after(provider, dispatcher_factory):
         assert message.next_attempt_at >= before + timedelta(seconds=2)
 
 
+class SkippableClock(SystemClock):
+    """Real time, except that the test moves the engine's monotonic time forward at will
+    (to make a probe due at a moment of its choosing, without waiting for it)."""
+
+    def __init__(self) -> None:
+        self.skipped = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.skipped
+
+
+def nothing_claimed(mailing: Mailing) -> bool:
+    return not Message.objects.filter(mailing=mailing, claimed_by__isnull=False).exists()
+
+
+# The bound of issue 9: what a refused token or a provider that is down may cost before
+# sending pauses (one full wave of SEND_CONCURRENCY, about 200 requests, before slow start).
+PAUSE_COST_BOUND = 20
+
+
 def test_refused_credentials_burn_nothing_and_sending_resumes(provider, dispatcher_factory, caplog):
-    make_clients(20)
+    make_clients(500)
     mailing = running_mailing()
     provider.update_config(token="a-different-token")
-    worker = dispatcher_factory()
+    clock = SkippableClock()
+    # No probe is due until the test moves the clock by an hour: every request that reaches
+    # the stand-in before that is the price of the refusal.
+    worker = dispatcher_factory(
+        clock=clock,
+        concurrency=settings.SEND_CONCURRENCY,
+        window_initial=settings.SEND_WINDOW_INITIAL,
+        auth_retry_seconds=3600,
+    )
     wait_for(lambda: ProviderState.objects.filter(auth_failed_at__isnull=False).exists(), 10)
-    # While refused, probes are single requests, at most one per auth_retry_seconds.
-    time_refused = time.monotonic()
-    requests_then = provider.recorder.stats()["requests"]
-    wait_for(lambda: time.monotonic() - time_refused > 1.0, 5)
-    probes = provider.recorder.stats()["requests"] - requests_then
-    assert probes <= 1.0 / worker.config.auth_retry_seconds + 2
-    assert Message.objects.filter(mailing=mailing, status=MessageStatus.PENDING).count() == 20
+    # What was in flight when the first refusal came back is answered and handed back.
+    wait_for(lambda: nothing_claimed(mailing), 10)
+    assert worker.dispatcher.gate.paused_for_credentials
+    stats = provider.recorder.stats()  # counted by the stand-in as the requests arrive
+    assert 1 <= stats["requests"] <= PAUSE_COST_BOUND
+    assert stats["by_outcome"]["unauthorized"] == stats["requests"]
+    assert Message.objects.filter(mailing=mailing, status=MessageStatus.PENDING).count() == 500
     assert not Message.objects.filter(mailing=mailing, attempts__gt=0).exists()
     assert any("refused our credentials" in r.getMessage() for r in caplog.records)
 
     provider.update_config(token="test-token")
-    wait_for(lambda: Mailing.objects.get(pk=mailing.pk).status == MailingStatus.FINISHED, 20)
+    refused = stats["requests"]
+    clock.skipped += 3600  # the next probe is due now
+    wait_for(lambda: Mailing.objects.get(pk=mailing.pk).status == MailingStatus.FINISHED, 30)
     worker.stop()
-    assert Mailing.objects.get(pk=mailing.pk).sent == 20
+    assert Mailing.objects.get(pk=mailing.pk).sent == 500
+    assert provider.recorder.stats()["by_outcome"]["unauthorized"] == refused
     assert not ProviderState.objects.filter(auth_failed_at__isnull=False).exists()
+
+
+def test_a_provider_that_is_down_costs_at_most_20_requests_before_sending_pauses(
+    dispatcher_factory,
+):
+    make_clients(500)
+    mailing = running_mailing()
+    with RefusedPort() as port:
+        # The shipped defaults; no half-open probe within the test (reset in an hour).
+        worker = dispatcher_factory(
+            base_url=f"http://127.0.0.1:{port}/v1",
+            concurrency=settings.SEND_CONCURRENCY,
+            window_initial=settings.SEND_WINDOW_INITIAL,
+            circuit_threshold=settings.CIRCUIT_FAILURE_THRESHOLD,
+            circuit_reset_seconds=3600,
+        )
+        wait_for(lambda: worker.dispatcher.gate.circuit.state is CircuitState.OPEN, 10)
+        wait_for(lambda: nothing_claimed(mailing), 10)
+        worker.stop()
+    # Nothing listens, so the calls are counted where they were made: each one is an attempt
+    # of a message and an outcome in the dispatcher's report.
+    attempts = Message.objects.filter(mailing=mailing).aggregate(n=Sum("attempts"))["n"]
+    assert attempts == worker.dispatcher.report.outcomes.get("retry", 0)
+    assert settings.CIRCUIT_FAILURE_THRESHOLD <= attempts <= PAUSE_COST_BOUND
+    assert worker.dispatcher.gate.window == 1
+    assert Mailing.objects.get(pk=mailing.pk).pending == 500
+
+
+def test_the_window_slow_starts_and_grows_to_the_ceiling(provider, dispatcher_factory):
+    make_clients(3000)
+    provider.update_config(latency_ms=20)
+    mailing = running_mailing()
+    windows: list[int] = []
+
+    def on_tick(now, status) -> bool:
+        windows.append(status.window)
+        return True
+
+    worker = dispatcher_factory(concurrency=64, window_initial=4, on_tick=on_tick)
+    wait_for(lambda: Mailing.objects.get(pk=mailing.pk).status == MailingStatus.FINISHED, 60)
+    worker.stop()
+    assert windows[0] == 4
+    assert max(windows) == 64
+    assert provider.recorder.unique_accepted == 3000 and provider.recorder.duplicates() == {}
 
 
 def test_circuit_breaker_opens_and_probes_a_failing_provider(provider, dispatcher_factory):

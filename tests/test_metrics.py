@@ -90,7 +90,10 @@ def test_database_gauges_follow_the_counters(client, metrics_token):
 
     lifecycle.tick(timezone.now())
     Mailing.objects.filter(pk=mailing.pk).update(pending=3, sent=1, failed=1)
-    DispatcherSlot.objects.create(slot=0, circuit_state="open", heartbeat_at=timezone.now())
+    DispatcherSlot.objects.create(
+        slot=0, circuit_state="open", heartbeat_at=timezone.now(), send_window=37
+    )
+    DispatcherSlot.objects.create(slot=1, heartbeat_at=timezone.now())  # no window stored yet
     ProviderState.objects.create(pk=1, auth_failed_at=timezone.now())
     text = scrape(client)
     assert value(text, "mailing_messages", status="pending") == 3
@@ -101,6 +104,8 @@ def test_database_gauges_follow_the_counters(client, metrics_token):
     assert value(text, "mailing_queue_due_messages") == 5
     assert value(text, "mailing_dispatcher_circuit_state", slot="0", state="open") == 1
     assert value(text, "mailing_dispatcher_circuit_state", slot="0", state="closed") == 0
+    assert value(text, "mailing_dispatcher_window", slot="0") == 37
+    assert 'mailing_dispatcher_window{slot="1"}' not in text
     assert value(text, "mailing_provider_paused_for_credentials") == 1
 
 

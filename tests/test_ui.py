@@ -225,8 +225,10 @@ def test_dashboard_shows_totals_and_health(web):
         send_p95_ms=80.0,
         send_error_rate=0.25,
         send_health_at=timezone.now(),
+        send_window=37,
     )
     page = web.get(reverse("dashboard:home")).content.decode()
+    assert "window 37" in page
     assert 'hx-trigger="every 2s"' in page
     assert "12.5 ms" in page and "80.0 ms" in page and "25%" in page
     assert "open" in page
@@ -262,7 +264,7 @@ def test_send_health_window_percentiles_and_errors():
 def test_dispatcher_stores_its_send_health_on_its_slot(provider_settings, dispatcher_factory):
     from mailing.engine.runtime.keeper import SlotKeeper
     from mailing.engine.runtime.slots import take_slot
-    from tests.conftest import wait_for
+    from tests.conftest import FAST_CONFIG, wait_for
 
     make_clients(20)
     assert take_slot("w-health", timezone.now()) == 0
@@ -275,6 +277,9 @@ def test_dispatcher_stores_its_send_health_on_its_slot(provider_settings, dispat
     )
     assert slot.send_p50_ms is not None and slot.send_p95_ms >= slot.send_p50_ms
     assert slot.send_error_rate == 0.0
+    # The window is stored every tick: it slow-started from 4 and grew with the answers.
+    grown = wait_for(lambda: DispatcherSlot.objects.filter(slot=0, send_window__gt=4).first(), 15)
+    assert grown.send_window <= FAST_CONFIG.concurrency
 
 
 # --- Mailings ---------------------------------------------------------------------------

@@ -8,7 +8,8 @@ The loop, one step per method: tick (the mailings' lifecycle, the shared credent
 state), start sends (claim what the send gate allows), flush (record finished sends in a
 batch), wait (for an answer, or a moment when idle). What may be sent and when is the
 send gate's decision (``mailing.engine.gate``): 429 pauses, refused credentials, the
-circuit breaker, the concurrency window and the shared rate limit.
+circuit breaker, the concurrency window (``mailing.engine.limiter``: slow start, then AIMD)
+and the shared rate limit.
 
 Threads: the asyncio loop owns the gate, the report and the sends; the database thread
 owns nothing but what it is handed. Methods that run on the database thread are marked
@@ -38,6 +39,7 @@ from mailing.engine import lifecycle, provider_state
 from mailing.engine.circuit import CircuitBreaker, CircuitState
 from mailing.engine.clock import SYSTEM_CLOCK, Clock
 from mailing.engine.gate import SendGate
+from mailing.engine.limiter import AdaptiveLimit, LimiterConfig
 from mailing.engine.provider import HttpSendClient, Outcome, SendClient, SendResult
 from mailing.engine.queue import Claimed, RetryPolicy, claim_due, record_results
 from mailing.engine.send_health import SendHealthWindow
@@ -50,7 +52,9 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class DispatcherConfig:
-    concurrency: int = 200
+    concurrency: int = 200  # the most calls in flight (the window's ceiling)
+    window_initial: int = 4  # the window's start (slow start)
+    window_adaptive: bool = True  # False: a fixed window of ``concurrency``
     lease: timedelta = timedelta(seconds=60)
     retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(base=5.0, cap=600.0))
     rate_limit: float = 0.0
@@ -68,6 +72,8 @@ class DispatcherConfig:
     def from_settings(cls) -> DispatcherConfig:
         return cls(
             concurrency=settings.SEND_CONCURRENCY,
+            window_initial=settings.SEND_WINDOW_INITIAL,
+            window_adaptive=settings.SEND_WINDOW_ADAPTIVE,
             lease=timedelta(seconds=settings.CLAIM_LEASE_SECONDS),
             retry=RetryPolicy(settings.RETRY_BASE_SECONDS, settings.RETRY_MAX_SECONDS),
             rate_limit=settings.SEND_RATE_LIMIT,
@@ -124,6 +130,7 @@ class DispatcherStatus:
     circuit_state: CircuitState
     paused_for_credentials: bool
     in_flight: int
+    window: int  # the concurrency window now
     send_health: SendHealthWindow  # live, not a copy: safe from any thread
 
 
@@ -185,7 +192,13 @@ class Dispatcher:
         self.clock = clock
         # Owned by the asyncio loop.
         self.gate = SendGate(
-            concurrency=self.config.concurrency,
+            limiter=AdaptiveLimit(
+                LimiterConfig(
+                    maximum=self.config.concurrency,
+                    initial=self.config.window_initial,
+                    adaptive=self.config.window_adaptive,
+                )
+            ),
             rate_limit=self.config.rate_limit,
             auth_retry_seconds=self.config.auth_retry_seconds,
             circuit=CircuitBreaker(
@@ -275,7 +288,7 @@ class Dispatcher:
         now = self.clock.monotonic()
         due = (
             not sends.in_flight
-            or len(sends.finished) >= self.gate.concurrency
+            or len(sends.finished) >= self.gate.window
             or now - sends.last_flush >= self.config.flush_interval
         )
         if due:
@@ -350,6 +363,7 @@ class Dispatcher:
             circuit_state=self.gate.circuit.state,
             paused_for_credentials=self.gate.paused_for_credentials,
             in_flight=len(sends.in_flight),
+            window=self.gate.window,
             send_health=self.send_health,
         )
 

@@ -7,9 +7,10 @@ One dispatcher asks one gate. Its policies, first match wins:
 2. **Credentials refused** (shared by every worker through the database): one probe at a
    time, at most one per ``auth_retry_seconds``; everything else waits.
 3. **Circuit** (this dispatcher's breaker): open, nothing; half-open, one probe.
-4. **Window**: up to ``concurrency`` requests in flight, refilled in sizeable batches once
-   half the window is free (claims are database round trips; one per free slot would
-   cost more than the sends).
+4. **Window**: up to the limiter's window of requests in flight (``limiter.py``: it starts
+   small and adapts to how the provider answers), refilled in sizeable batches once half
+   the window is free (claims are database round trips; one per free slot would cost more
+   than the sends).
 
 After the local answer, the shared send-rate limit may grant fewer: ``take_rate_permits``
 draws from the token bucket in the database. It is a command, not a query, and runs on
@@ -17,6 +18,10 @@ the dispatcher's database thread as part of the claim.
 
 ``allowance`` only reads. What changes the gate is said by name: ``probe_started``,
 ``observe``, ``credentials_refused``, ``credentials_accepted``, ``credentials_seen``.
+
+A 401/403 pauses this dispatcher at once, when it is observed (before the database has
+been told): the pause then holds until the recorded refusal is seen shared, so a tick that
+reads the shared row in between cannot lift it.
 Every field below belongs to the dispatcher's asyncio loop: the database thread reports
 what it found and the loop applies it. The one exception, ``take_rate_permits``, runs on
 the database thread and reads nothing but the fixed rate.
@@ -32,6 +37,7 @@ from datetime import datetime
 from mailing.engine import provider_state
 from mailing.engine.circuit import CircuitBreaker, CircuitState
 from mailing.engine.clock import Clock
+from mailing.engine.limiter import AdaptiveLimit
 from mailing.engine.provider import Outcome, SendResult
 
 # Pause after a 429 that named no Retry-After.
@@ -65,13 +71,13 @@ class SendGate:
     def __init__(
         self,
         *,
-        concurrency: int,
+        limiter: AdaptiveLimit,
         rate_limit: float,
         auth_retry_seconds: float,
         circuit: CircuitBreaker,
         clock: Clock,
     ) -> None:
-        self.concurrency = concurrency
+        self.limiter = limiter
         self.rate_limit = rate_limit
         self.auth_retry_seconds = auth_retry_seconds
         self.circuit = circuit
@@ -79,6 +85,8 @@ class SendGate:
         # Loop-owned state (see the module docstring).
         self._throttled_until = -math.inf
         self._credentials_refused = False
+        # A refusal observed on the loop that the shared row may not show yet.
+        self._refusal_unrecorded = False
         self._last_credentials_probe = -math.inf
 
     # --- the query --------------------------------------------------------------------
@@ -97,9 +105,15 @@ class SendGate:
             if in_flight or not self.circuit.probe_allowed:
                 return Allowance(0, Reason.CIRCUIT_OPEN)
             return Allowance(1, Reason.CIRCUIT_OPEN, Probe.CIRCUIT)
-        free = self.concurrency - in_flight
-        refill = free >= max(1, self.concurrency // 2) or not in_flight
+        window = self.limiter.window
+        free = window - in_flight
+        refill = free >= max(1, window // 2) or (not in_flight and free > 0)
         return Allowance(free if refill else 0, Reason.WINDOW)
+
+    @property
+    def window(self) -> int:
+        """Requests that may be in flight now (the limiter's window)."""
+        return self.limiter.window
 
     @property
     def paused_for_credentials(self) -> bool:
@@ -118,9 +132,18 @@ class SendGate:
             self.circuit.probe_started()
 
     def observe(self, result: SendResult) -> None:
-        """Learn from one answer: the circuit counts failures, a 429 pauses everything."""
-        if result.outcome in (Outcome.ACCEPTED, Outcome.REJECTED):
+        """Learn from one answer: the window adapts, the circuit counts failures, a 429
+        pauses everything, a 401/403 pauses this dispatcher until the refusal is recorded."""
+        self.limiter.observe(result.outcome, result.latency)
+        if result.outcome is Outcome.UNAUTHORIZED:
+            self._credentials_refused = True
+            self._refusal_unrecorded = True
+            self._last_credentials_probe = self.clock.monotonic()
+        elif result.outcome in (Outcome.ACCEPTED, Outcome.REJECTED):
+            recovered = self.circuit.state is not CircuitState.CLOSED
             self.circuit.record_success()
+            if recovered:
+                self.limiter.restart()
         elif result.outcome is Outcome.RETRY:
             self.circuit.record_failure()
         elif result.outcome is Outcome.THROTTLED:
@@ -130,11 +153,15 @@ class SendGate:
     def credentials_refused(self) -> None:
         """Our results showed a refusal: pause, and count it as the latest probe."""
         self._credentials_refused = True
+        self._refusal_unrecorded = False
         self._last_credentials_probe = self.clock.monotonic()
 
     def credentials_accepted(self) -> None:
         self._credentials_refused = False
+        self._refusal_unrecorded = False
 
     def credentials_seen(self, refused: bool) -> None:
-        """What the shared row says (another worker may have seen the refusal first)."""
-        self._credentials_refused = refused
+        """What the shared row says (another worker may have seen the refusal first, or
+        lifted it); a refusal of ours not yet recorded holds until it is."""
+        if refused or not self._refusal_unrecorded:
+            self._credentials_refused = refused

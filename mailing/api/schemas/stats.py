@@ -5,6 +5,7 @@ from __future__ import annotations
 from ninja import Schema
 from pydantic import (
     BaseModel,
+    Field,
 )
 
 from mailing.api.schemas.fields import (
@@ -29,6 +30,9 @@ class OverallStatsOut(Schema):
 class DispatcherOut(Schema):
     slot: int
     circuit_state: str
+    window: int | None = Field(
+        None, description="Calls the dispatcher may keep in flight now (its concurrency window)."
+    )
     heartbeat_at: UtcDatetime | None
     alive: bool
 

@@ -48,7 +48,9 @@ class SlotKeeper:
         if time.monotonic() - self._health_stored_at >= slots.HEALTH_STORE_SECONDS:
             self._health_stored_at = time.monotonic()
             slots.store_send_health(self.owner, status.send_health.summary(), now)
-        if not slots.renew_slot(self.slot, self.owner, now, status.circuit_state.value):
+        if not slots.renew_slot(
+            self.slot, self.owner, now, status.circuit_state.value, status.window
+        ):
             # Our lease ran out (the database was away for a while) and another
             # dispatcher took the row: describe ourselves in another one.
             self.slot = slots.take_slot(self.owner, now)

@@ -1,11 +1,12 @@
 """The dispatcher table: each running dispatcher holds one row (a "slot") under a lease.
 
 The row is how the staff UI and the metrics see the dispatchers: its heartbeat says it is
-alive, and it carries the circuit state and the send API's health as that dispatcher sees
-it. A dispatcher takes the lowest slot that nobody holds (a conditional UPDATE, or a new
-row), renews its lease every tick and gives it back when it stops; the slot of one that
-died becomes free when its lease runs out. Slots only identify and describe dispatchers:
-who runs them, and how many, is the supervisor's business (``supervisor.py``).
+alive, and it carries the circuit state, the concurrency window and the send API's health
+as that dispatcher sees it. A dispatcher takes the lowest slot that nobody holds (a
+conditional UPDATE, or a new row), renews its lease every tick and gives it back when it
+stops; the slot of one that died becomes free when its lease runs out. Slots only identify
+and describe dispatchers: who runs them, and how many, is the supervisor's business
+(``supervisor.py``).
 """
 
 from __future__ import annotations
@@ -54,11 +55,17 @@ def take_slot(owner: str, now: datetime) -> int:
             continue  # another dispatcher created that row first: look again
 
 
-def renew_slot(slot: int, owner: str, now: datetime, circuit_state: str) -> bool:
-    """Extend our lease; False if the slot is no longer ours (our lease ran out)."""
+def renew_slot(
+    slot: int, owner: str, now: datetime, circuit_state: str, window: int | None = None
+) -> bool:
+    """Extend our lease and describe ourselves (circuit state, concurrency window); False
+    if the slot is no longer ours (our lease ran out)."""
     return bool(
         DispatcherSlot.objects.filter(slot=slot, owner=owner).update(
-            lease_until=now + SLOT_TTL, heartbeat_at=now, circuit_state=circuit_state
+            lease_until=now + SLOT_TTL,
+            heartbeat_at=now,
+            circuit_state=circuit_state,
+            send_window=window,
         )
     )
 
