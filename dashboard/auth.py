@@ -65,10 +65,17 @@ class StaffOnlySocialAccountAdapter(DefaultSocialAccountAdapter):
             raise ImmediateHttpResponse(refusal(request, who))
         user = sociallogin.user
         if sociallogin.is_existing and user.pk and not (user.is_staff and user.is_active):
-            if not user.is_active:
-                raise ImmediateHttpResponse(refusal(request, who))
-            user.is_staff = True
-            user.save(update_fields=["is_staff"])
+            # Made inactive or non-staff in the app: the identity provider does not undo it.
+            logger.warning(
+                "sign-in refused: the user is not active staff here",
+                extra={"identity": who, "user_id": user.pk},
+            )
+            raise ImmediateHttpResponse(refusal(request, who))
+        if sociallogin.account.pk is None and sociallogin.is_existing and user.is_superuser:
+            # A new identity that allauth matched by e-mail to a local account, which it
+            # would connect: never to a superuser's (an identity is easier to get).
+            logger.warning("sign-in refused: would connect to a superuser", extra={"identity": who})
+            raise ImmediateHttpResponse(refusal(request, who))
 
     def is_open_for_signup(self, request, sociallogin) -> bool:
         # Only identities that passed pre_social_login reach this point.

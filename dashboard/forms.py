@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
@@ -276,6 +277,17 @@ class TokenForm(forms.Form):
     name = forms.CharField(
         label="Token name", max_length=INPUT_MAX_LENGTH, help_text="What uses it, e.g. “CRM sync”."
     )
+    days = forms.IntegerField(
+        label="Expires after (days)",
+        required=False,  # blank: API_TOKEN_DAYS
+        min_value=1,
+        max_value=rules.TOKEN_MAX_DAYS,
+        help_text=f"1 to {rules.TOKEN_MAX_DAYS}; it stops working then.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["days"].initial = settings.API_TOKEN_DAYS
 
 
 class TimezoneForm(forms.Form):

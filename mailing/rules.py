@@ -39,6 +39,8 @@ FILTER_MAX_ITEMS = 1000
 # A message's last error, an attempt event's detail, the credentials error kept for the UI.
 ERROR_MAX_LENGTH = 500
 TOKEN_NAME_MAX_LENGTH = 100
+# An API token lives this many days at most (its owner picks 1 to this when issuing it).
+TOKEN_MAX_DAYS = 365
 # The staff member's name kept on each event they caused (an e-mail address at most).
 ACTOR_NAME_MAX_LENGTH = 254
 # Date-times far from now are refused before they reach the database or the window

@@ -12,6 +12,7 @@ import secrets
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -21,7 +22,7 @@ from django.utils import timezone
 from mailing import events
 from mailing.actors import Actor
 from mailing.models import ApiToken
-from mailing.rules import TOKEN_NAME_MAX_LENGTH
+from mailing.rules import TOKEN_MAX_DAYS, TOKEN_NAME_MAX_LENGTH
 
 logger = logging.getLogger("mailing.tokens")
 
@@ -36,17 +37,27 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def issue_token(user: User, name: str, *, actor: Actor | None = None) -> tuple[ApiToken, str]:
-    """Create a token for ``user``; returns the row and the raw key (shown once, never stored)."""
+def issue_token(
+    user: User, name: str, *, days: int | None = None, actor: Actor | None = None
+) -> tuple[ApiToken, str]:
+    """Create a token for ``user`` that lives ``days`` (default API_TOKEN_DAYS); returns the
+    row and the raw key (shown once, never stored)."""
     name = name.strip() if isinstance(name, str) else ""
     if not name or len(name) > TOKEN_NAME_MAX_LENGTH or not name.isprintable():
         raise ValidationError(
             {"name": [f"A token name is 1 to {TOKEN_NAME_MAX_LENGTH} printable characters."]}
         )
+    days = settings.API_TOKEN_DAYS if days is None else days
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= TOKEN_MAX_DAYS:
+        raise ValidationError({"days": [f"A token lives 1 to {TOKEN_MAX_DAYS} days."]})
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     with transaction.atomic():
         token = ApiToken.objects.create(
-            user=user, name=name, prefix=key[:PREFIX_LENGTH], key_hash=hash_key(key)
+            user=user,
+            name=name,
+            prefix=key[:PREFIX_LENGTH],
+            key_hash=hash_key(key),
+            expires_at=timezone.now() + timedelta(days=days),
         )
         events.record(events.TOKEN_ISSUED, actor=actor, **_token_data(token))
     logger.info(
@@ -82,7 +93,8 @@ def authenticate_key(key: str) -> User | None:
 
 
 def authenticate_token(key: str) -> ApiToken | None:
-    """The live token of this key, owned by an active staff user (``token.user``), or None.
+    """The live (not revoked, not expired) token of this key, owned by an active staff user
+    (``token.user``), or None.
 
     Marks the token used, at most once a minute (a conditional UPDATE, so busy clients do
     not write on every request).
@@ -94,6 +106,7 @@ def authenticate_token(key: str) -> ApiToken | None:
         .filter(
             key_hash=hash_key(key),
             revoked_at__isnull=True,
+            expires_at__gt=timezone.now(),
             user__is_active=True,
             user__is_staff=True,
         )

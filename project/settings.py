@@ -97,6 +97,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "dashboard.middleware.SessionLifetimeMiddleware",
     "dashboard.middleware.StaffTimezoneMiddleware",
     "ops.security.IdentityProviderUnavailableMiddleware",
 ]
@@ -334,6 +335,14 @@ SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = True
 ACCOUNT_EMAIL_VERIFICATION = "none"
 ACCOUNT_LOGOUT_ON_GET = False
 ACCOUNT_LOGOUT_REDIRECT_URL = "dashboard:sign_in"
+# Off-boarding (docs/security.md): someone removed at the identity provider keeps a session
+# at most SESSION_MAX_AGE_SECONDS after signing in, or SESSION_IDLE_SECONDS after their last
+# request; staff status is checked on every request (UI and API) and at every sign-in.
+SESSION_MAX_AGE_SECONDS = int(env_number("SESSION_MAX_AGE_SECONDS", 36_000, int))
+SESSION_IDLE_SECONDS = int(env_number("SESSION_IDLE_SECONDS", 3_600, int))
+SESSION_COOKIE_AGE = SESSION_MAX_AGE_SECONDS
+# An API token's lifetime unless its owner picks another (1 to mailing.rules.TOKEN_MAX_DAYS).
+API_TOKEN_DAYS = int(env_number("API_TOKEN_DAYS", 90, int))
 LOGIN_URL = "dashboard:sign_in"
 LOGIN_REDIRECT_URL = "dashboard:home"
 DJANGO_TABLES2_TEMPLATE = "dashboard/table.html"

@@ -87,7 +87,11 @@ def api_data(db: None) -> None:
     exist and every success answer has content to check against the schema."""
     user = get_user_model().objects.create_user("schemathesis", is_staff=True)
     ApiToken.objects.create(
-        user=user, name="schemathesis", prefix=API_KEY[:12], key_hash=hash_key(API_KEY)
+        user=user,
+        name="schemathesis",
+        prefix=API_KEY[:12],
+        key_hash=hash_key(API_KEY),
+        expires_at=timezone.now() + timedelta(days=1),
     )
     clients = [
         services.create_client(phone=f"7916000000{n}", timezone="Europe/Moscow", tag=f"t{n}")

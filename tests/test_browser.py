@@ -184,6 +184,39 @@ def test_oidc_round_trip_sign_in_refusal_and_sign_out(page, live_server, sso):
     expect(page.get_by_label("Password")).to_be_visible()
 
 
+def test_a_demoted_user_is_out_at_once_and_stays_out_at_the_next_sign_in(page, live_server, sso):
+    """Off-boarding through the real identity provider: the provider still says "staff",
+    the app said no (docs/security.md)."""
+    from django.contrib.auth import get_user_model
+    from playwright.sync_api import expect
+
+    sign_in(page, live_server)
+    expect(page.get_by_role("heading", name="Mailings")).to_be_visible()
+    user = get_user_model().objects.get(email="demo@example.com")
+    user.is_staff = False
+    user.save(update_fields=["is_staff"])
+    page.goto(f"{live_server.url}/clients/")
+    expect(page.get_by_role("heading", name="This service is for staff only")).to_be_visible()
+    page.context.clear_cookies()
+    sign_in(page, live_server)
+    expect(page.get_by_role("heading", name="This service is for staff only")).to_be_visible()
+    user.refresh_from_db()
+    assert not user.is_staff
+
+
+def test_a_new_identity_is_never_connected_to_a_superuser(page, live_server, sso):
+    from allauth.socialaccount.models import SocialAccount
+    from django.contrib.auth import get_user_model
+    from playwright.sync_api import expect
+
+    admin = get_user_model().objects.create_superuser("root", email="demo@example.com")
+    sign_in(page, live_server)
+    expect(page.get_by_role("heading", name="This service is for staff only")).to_be_visible()
+    assert not SocialAccount.objects.filter(user=admin).exists()
+    page.goto(f"{live_server.url}/mailings/")
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+
+
 def test_draft_check_and_send_with_live_preview_and_watch_it_finish(
     page, live_server, sso, provider_settings, dispatcher_factory, settings
 ):

@@ -28,7 +28,10 @@ def tokens(request):
     if request.method == "POST" and form.is_valid():
         try:
             token, key = issue_token(
-                request.user, form.cleaned_data["name"], actor=Actor.of_request(request)
+                request.user,
+                form.cleaned_data["name"],
+                days=form.cleaned_data["days"],
+                actor=Actor.of_request(request),
             )
         except ValidationError as error:
             ui_forms.apply_service_errors(form, error, {})

@@ -11,6 +11,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from mailing.rules import TOKEN_MAX_DAYS
 from mailing.tokens import issue_token
 
 
@@ -20,6 +21,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("username", help="An existing active staff user.")
         parser.add_argument("--name", default="cli", help="A label for the token (default: cli).")
+        parser.add_argument(
+            "--days",
+            type=int,
+            default=None,
+            help=f"Days until it expires (1 to {TOKEN_MAX_DAYS}; default: API_TOKEN_DAYS).",
+        )
         parser.add_argument(
             "--create-user",
             action="store_true",
@@ -49,8 +56,11 @@ class Command(BaseCommand):
                 f"User {username!r} is not staff; API tokens belong to staff users only."
             )
         try:
-            token, key = issue_token(user, options["name"])
+            token, key = issue_token(user, options["name"], days=options["days"])
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from exc
-        self.stderr.write(f"Token {token.prefix}… ({token.name}) issued for {username!r}.")
+        self.stderr.write(
+            f"Token {token.prefix}… ({token.name}) issued for {username!r}, "
+            f"expires {token.expires_at:%Y-%m-%d %H:%M} UTC."
+        )
         self.stdout.write(key)
