@@ -14,7 +14,7 @@ def expire_existing_tokens(apps, schema_editor) -> None:
 
 
 class Migration(migrations.Migration):
-    dependencies = [("mailing", "0010_mailing_deleting")]
+    dependencies = [("mailing", "0011_dispatcherslot_send_window")]
 
     operations = [
         migrations.AddField(
