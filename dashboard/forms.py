@@ -221,6 +221,15 @@ class LaunchForm(forms.Form):
         return data
 
 
+class TestSendForm(forms.Form):
+    phone = forms.CharField(
+        label="Send a test to",
+        max_length=INPUT_MAX_LENGTH,
+        help_text=f"{rules.PHONE_LENGTH} digits starting with 7.",
+        widget=forms.TextInput(attrs={"inputmode": "tel", "autocomplete": "tel"}),
+    )
+
+
 class PreviewForm(forms.Form):
     """The audience part of the mailing form, as the live preview reads it (lenient)."""
 

@@ -61,6 +61,13 @@ GSM_MULTI_PART = 153
 UCS2_SINGLE_PART = 70
 UCS2_MULTI_PART = 67
 
+# Test sends: per staff member per hour, and the bound on the provider call.
+TEST_SENDS_PER_HOUR = 10
+TEST_SEND_SECONDS = 5
+# A test send's msgId is this plus its event's id: far above any message id (a sequence
+# from 1), inside the int64 the send API takes.
+TEST_MSG_ID_BASE = 9 * 10**18
+
 # Pages and samples.
 UI_PAGE_SIZE = 25
 # What ?per_page= may ask of any staff table.
@@ -214,6 +221,10 @@ EDITABLE_FIELDS: dict[str, frozenset[str]] = {
 
 class StateConflict(Exception):
     """The operation is not allowed in the object's current state (HTTP 409)."""
+
+
+class TooManyRequests(Exception):
+    """The staff member used up an allowance (HTTP 429)."""
 
 
 def allows(status: str, action: Action) -> bool:

@@ -14,7 +14,7 @@ from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
 from mailing import phones, rules
-from mailing.events import MESSAGE_TIMELINE_MAILING_KINDS
+from mailing.events import MAILING_TEST_SENT, MESSAGE_TIMELINE_MAILING_KINDS
 from mailing.models import (
     COUNTER_FIELDS,
     ApiToken,
@@ -434,6 +434,24 @@ def timeline_of(
     if not model.objects.filter(pk=object_id).exists() and not events.exists():
         return None
     return events
+
+
+def test_sends_since(user_id: int, since: datetime) -> int:
+    """How many test sends a staff member made since then (the actor index)."""
+    return Event.objects.filter(actor_id=user_id, kind=MAILING_TEST_SENT, at__gte=since).count()
+
+
+def last_test_phone(user_id: int | None) -> str:
+    """The phone a staff member last sent a test to ("" if none)."""
+    if user_id is None:
+        return ""
+    data = (
+        Event.objects.filter(actor_id=user_id, kind=MAILING_TEST_SENT)
+        .order_by("-id")
+        .values_list("data", flat=True)
+        .first()
+    )
+    return str((data or {}).get("phone", ""))
 
 
 def latest_events(events: QuerySet[Event], limit: int = TIMELINE_LENGTH) -> list[Event]:

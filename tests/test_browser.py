@@ -218,7 +218,7 @@ def test_a_new_identity_is_never_connected_to_a_superuser(page, live_server, sso
 
 
 def test_draft_check_and_send_with_live_preview_and_watch_it_finish(
-    page, live_server, sso, provider_settings, dispatcher_factory, settings
+    page, live_server, sso, provider, provider_settings, dispatcher_factory, settings
 ):
     """Write a draft (Enter in a field only saves it), read its segments, check it, find
     that Enter on the check page sends nothing, confirm with the count, watch it finish."""
@@ -257,6 +257,11 @@ def test_draft_check_and_send_with_live_preview_and_watch_it_finish(
     expect(page.get_by_test_id("check-charged")).to_contain_text("Will be charged as 80 text")
     expect(page.get_by_test_id("check-starts")).to_have_text("now")
     expect(page.get_by_test_id("check-text")).to_have_text(text)
+    # A test to one phone first: the stand-in receives it, the mailing stays a draft.
+    page.get_by_label("Send a test to").fill("79160009999")
+    page.get_by_role("button", name="Send test").click()
+    expect(page.get_by_test_id("test-result")).to_contain_text("79160009999: accepted")
+    assert provider.recorder.accepted == 1
 
     posts: list[str] = []
     page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)

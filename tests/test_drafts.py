@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from mailing import segments, services
+from mailing import rules, segments, services
 from mailing.engine import lifecycle
 from mailing.models import Event, Mailing, MailingStatus, Message
 from tests.conftest import make_clients, wait_for
@@ -213,3 +213,52 @@ def test_a_draft_sends_nothing_while_a_dispatcher_runs(provider, dispatcher_fact
     services.launch_mailing(draft)  # the same dispatcher now sends it
     wait_for(lambda: provider.recorder.unique_accepted == 5, 15)
     worker.stop()
+
+
+# --- Test send --------------------------------------------------------------------------
+
+
+def test_a_test_send_reaches_the_stand_in_with_its_own_msg_id(
+    api: Api, provider_settings, provider
+) -> None:
+    make_clients(3)
+    mailing = api.post("/mailings", mailing_body(text="Проверка", draft=True)).json()
+    started = time.monotonic()
+    response = api.post(f"/mailings/{mailing['id']}/test", {"phone": 79161112233})
+    assert time.monotonic() - started < rules.TEST_SEND_SECONDS
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["outcome"] == "accepted" and body["phone"] == "79161112233"
+    assert body["msg_id"] > rules.TEST_MSG_ID_BASE
+    assert provider.recorder.count_of(body["msg_id"]) == 1
+    assert provider.recorder.accepted == 1
+    # Outside the statistics, on the timeline with its outcome and who sent it.
+    after = api.get(f"/mailings/{mailing['id']}").json()
+    assert after["status"] == "draft" and after["stats"]["total"] == 0
+    event = Event.objects.get(mailing_id=mailing["id"], kind="mailing.test_sent")
+    assert event.data["outcome"] == "accepted" and event.data["msg_id"] == body["msg_id"]
+    assert event.actor_token == "tests"
+
+
+def test_test_sends_are_limited_per_staff_member_and_check_the_phone(
+    api: Api, provider_settings, provider
+) -> None:
+    mailing = api.post("/mailings", mailing_body(draft=True)).json()
+    url = f"/mailings/{mailing['id']}/test"
+    assert ["body", "phone"] in error_locs(api.post(url, {"phone": "8916"}))
+    assert ["body", "phone"] in error_locs(api.post(url, {}))
+    for _ in range(rules.TEST_SENDS_PER_HOUR):
+        assert api.post(url, {"phone": "79161112233"}).status_code == 200
+    refused = api.post(url, {"phone": "79161112233"})
+    assert refused.status_code == 429 and "an hour" in refused.json()["detail"]
+    assert provider.recorder.accepted == rules.TEST_SENDS_PER_HOUR
+    assert api.post("/mailings/999999/test", {"phone": "79161112233"}).status_code == 404
+
+
+def test_a_provider_that_does_not_answer_is_an_outcome_within_the_bound(api: Api, settings) -> None:
+    from tests.conftest import free_port
+
+    settings.PROBE_URL = f"http://127.0.0.1:{free_port()}/v1"  # nobody listens
+    mailing = api.post("/mailings", mailing_body(draft=True)).json()
+    response = api.post(f"/mailings/{mailing['id']}/test", {"phone": "79161112233"})
+    assert response.status_code == 200 and response.json()["outcome"] == "retry"

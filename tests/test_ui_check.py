@@ -187,3 +187,19 @@ def test_the_editor_counts_segments_live(web):
     assert "78 UCS-2 units" in ucs and 'data-testid="segments-parts">2<' in ucs
     assert '<mark class="ucs2-char">П</mark>' in ucs
     assert post(web, url, {"text": "x" * 5000}).status_code == 200
+
+
+def test_the_test_box_sends_shows_the_outcome_and_remembers_the_phone(
+    web, provider_settings, provider
+):
+    make_clients(2)
+    mailing = draft()
+    url = reverse("dashboard:mailing_test_send", args=[mailing.pk])
+    bad = post(web, url, {"phone": "12"}, page=check_url(mailing)).content.decode()
+    assert "Phone must be" in bad and provider.recorder.requests == 0
+    sent = post(web, url, {"phone": "79165550101"}, page=check_url(mailing)).content.decode()
+    assert "Test to 79165550101: accepted" in sent
+    assert provider.recorder.accepted == 1
+    page = web.get(check_url(mailing)).content.decode()
+    assert 'value="79165550101"' in page
+    assert Mailing.objects.get().status == MailingStatus.DRAFT

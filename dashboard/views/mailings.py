@@ -230,6 +230,9 @@ def mailing_check(request, pk: int):
         "mailing": mailing,
         "review": review,
         "form": form,
+        "test_form": ui_forms.TestSendForm(
+            initial={"phone": selectors.last_test_phone(request.user.pk)}
+        ),
         "starts": _starts_text(review, str(timezone.get_current_timezone())),
         "duration": (
             duration_text(review["duration_seconds"])
@@ -238,6 +241,29 @@ def mailing_check(request, pk: int):
         ),
     }
     return render(request, "dashboard/mailings/check.html", context)
+
+
+@staff_required
+@require_POST
+def mailing_test_send(request, pk: int):
+    """The check page's test box: one text to one phone, its outcome shown in place."""
+    mailing = get_object_or_404(Mailing, pk=pk)
+    form = ui_forms.TestSendForm(request.POST)
+    result = None
+    if form.is_valid():
+        try:
+            result = services.send_test(
+                mailing, phone=form.cleaned_data["phone"], actor=Actor.of_request(request)
+            )
+        except ValidationError as error:
+            ui_forms.apply_service_errors(form, error, {})
+        except (StateConflict, rules.TooManyRequests) as refused:
+            form.add_error(None, str(refused))
+    return render(
+        request,
+        "dashboard/mailings/_test_send.html",
+        {"mailing": mailing, "test_form": form, "result": result},
+    )
 
 
 # The state-changing actions of the detail page: the service, the button, what follows.

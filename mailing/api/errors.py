@@ -17,7 +17,7 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 
-from mailing.rules import StateConflict
+from mailing.rules import StateConflict, TooManyRequests
 
 logger = logging.getLogger("mailing.api")
 
@@ -74,6 +74,10 @@ def register(api: NinjaAPI) -> None:
     @api.exception_handler(StateConflict)
     def state_conflict(request: HttpRequest, exc: StateConflict) -> HttpResponse:
         return api.create_response(request, {"detail": str(exc)}, status=409)
+
+    @api.exception_handler(TooManyRequests)
+    def too_many(request: HttpRequest, exc: TooManyRequests) -> HttpResponse:
+        return api.create_response(request, {"detail": str(exc)}, status=429)
 
     @api.exception_handler(Http404)
     @api.exception_handler(ObjectDoesNotExist)

@@ -14,6 +14,7 @@ from mailing.actors import Actor
 from mailing.api.calllog import note
 from mailing.api.pagination import ApiPagination
 from mailing.api.responses import responses
+from mailing.api.schemas.errors import ErrorOut
 from mailing.api.schemas.fields import ObjectId
 from mailing.api.schemas.mailings import (
     MailingFilters,
@@ -23,6 +24,8 @@ from mailing.api.schemas.mailings import (
     MailingStatsOut,
     PreviewIn,
     PreviewOut,
+    TestSendIn,
+    TestSendOut,
 )
 from mailing.api.schemas.messages import MessageFilters, MessageOut
 from mailing.models import Mailing, Message
@@ -123,6 +126,20 @@ def launch_mailing(request: HttpRequest, mailing_id: ObjectId) -> Mailing:
     has passed."""
     return services.launch_mailing(
         selectors.get_mailing(mailing_id), actor=Actor.of_request(request)
+    )
+
+
+@router.post(
+    "/mailings/{mailing_id}/test",
+    response=responses({200: TestSendOut, 429: ErrorOut}, not_found=True, conflict=True, body=True),
+)
+def test_send(request: HttpRequest, mailing_id: ObjectId, payload: TestSendIn) -> dict[str, object]:
+    """Send the mailing's text to one phone now (any state, drafts too), with a msgId of its
+    own, outside the statistics, recorded on the timeline; 429 past 10 an hour per person."""
+    return services.send_test(
+        get_object_or_404(Mailing, pk=mailing_id),
+        phone=payload.phone,
+        actor=Actor.of_request(request),
     )
 
 

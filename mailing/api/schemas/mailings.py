@@ -16,6 +16,7 @@ from mailing.api.schemas.fields import (
     MessageText,
     Moment,
     OperatorCode,
+    Phone,
     Tag,
     UtcDatetime,
     absent,
@@ -161,6 +162,17 @@ class MailingStatsOut(Schema):
     progress: float = Field(ge=0, le=1, description="Share of messages no longer pending.")
     fanned_out: bool
     failure_reasons: list[FailureReason]
+
+
+class TestSendIn(InputSchema):
+    phone: Phone
+
+
+class TestSendOut(Schema):
+    msg_id: int = Field(description="The msgId of this test: no real message gets it.")
+    phone: str
+    outcome: Literal["accepted", "rejected", "retry", "throttled", "unauthorized"]
+    detail: str
 
 
 class PreviewIn(InputSchema):
