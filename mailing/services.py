@@ -8,21 +8,18 @@ operation that raced with another sees zero rows changed and reports a conflict.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from datetime import datetime, time, timedelta
+from datetime import datetime, time
 from typing import Any, TypeGuard
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from mailing import cleanup, events, rules, selectors
+from mailing import cleanup, events, rules
 from mailing.actors import Actor
-from mailing.engine.provider import HttpSendClient, OutgoingMessage, SendResult
 from mailing.models import Client, Event, Mailing, MailingStatus, Message, MessageStatus
 from mailing.rules import (
     NAME_MAX_LENGTH,
@@ -71,6 +68,13 @@ def _check_phone(phone: object, errors: _Errors) -> None:
 def _check_operator_code(code: object, errors: _Errors, field: str = "operator_code") -> None:
     if not isinstance(code, str) or not re.fullmatch(OPERATOR_CODE_REGEX, code):
         errors.add(field, f"Operator code must be exactly {OPERATOR_CODE_LENGTH} digits.")
+
+
+def check_phone(phone: object) -> None:
+    """A ValidationError on ``phone`` unless it is a phone number the service can text."""
+    errors = _Errors()
+    _check_phone(phone, errors)
+    errors.raise_if_any()
 
 
 def _check_tag(tag: object, errors: _Errors, field: str = "tag") -> None:
@@ -461,58 +465,6 @@ def _transition(mailing: Mailing, action: Action) -> None:
     if not updated:
         mailing.refresh_from_db(fields=["status"])
         raise StateConflict(rules.refusal(mailing.status, action))
-
-
-def send_test(
-    mailing: Mailing, *, phone: str, actor: Actor | None, now: datetime | None = None
-) -> dict[str, object]:
-    """Send the mailing's text to one phone now, through the same provider client, with a
-    msgId of its own (``TEST_MSG_ID_BASE`` + its event's id), outside the statistics; the
-    outcome goes on the mailing's timeline. Any state, drafts included; at most
-    ``TEST_SENDS_PER_HOUR`` per staff member."""
-    now = now or timezone_now()
-    errors = _Errors()
-    _check_phone(phone, errors)
-    errors.raise_if_any()
-    if actor is None or actor.user_id is None:
-        raise StateConflict("A test send needs a staff member.")
-    used = selectors.test_sends_since(actor.user_id, now - timedelta(hours=1))
-    if used >= rules.TEST_SENDS_PER_HOUR:
-        raise rules.TooManyRequests(
-            f"At most {rules.TEST_SENDS_PER_HOUR} test sends an hour; try again later."
-        )
-    event = events.record(
-        events.MAILING_TEST_SENT, mailing_id=mailing.pk, at=now, actor=actor, phone=phone
-    )
-    msg_id = rules.TEST_MSG_ID_BASE + event.pk
-    result = asyncio.run(
-        _send_one(OutgoingMessage(msg_id, phone, mailing.text, mailing.pk, client_id=None))
-    )
-    answer: dict[str, object] = {
-        "msg_id": msg_id,
-        "phone": phone,
-        "outcome": result.outcome.value,
-        "detail": result.detail,
-    }
-    Event.objects.filter(pk=event.pk).update(data=answer)
-    logger.info(
-        "test send %s",
-        result.outcome.value,
-        extra={"mailing_id": mailing.pk, "msg_id": msg_id, "outcome": result.outcome.value},
-    )
-    return answer
-
-
-async def _send_one(message: OutgoingMessage) -> SendResult:
-    bound = min(settings.PROBE_TOTAL_TIMEOUT, rules.TEST_SEND_SECONDS)
-    async with HttpSendClient(
-        settings.PROBE_URL,
-        settings.PROBE_TOKEN,
-        connect_timeout=min(settings.PROBE_CONNECT_TIMEOUT, bound),
-        total_timeout=bound,
-        max_connections=1,
-    ) as client:
-        return await client.send(message)
 
 
 def launch_mailing(

@@ -21,6 +21,7 @@ from dashboard.tables import MailingTable, MessageTable, configure
 from dashboard.views.common import redirect_page, staff_required
 from mailing import rules, segments, selectors, services
 from mailing.actors import Actor
+from mailing.engine import test_send
 from mailing.models import Mailing
 from mailing.rules import TEXT_MAX_LENGTH, Action, EmptySendWindow, StateConflict
 
@@ -247,12 +248,12 @@ def mailing_check(request, pk: int):
 @require_POST
 def mailing_test_send(request, pk: int):
     """The check page's test box: one text to one phone, its outcome shown in place."""
-    mailing = get_object_or_404(Mailing, pk=pk)
+    mailing = selectors.get_mailing(pk)
     form = ui_forms.TestSendForm(request.POST)
     result = None
     if form.is_valid():
         try:
-            result = services.send_test(
+            result = test_send.send_test(
                 mailing, phone=form.cleaned_data["phone"], actor=Actor.of_request(request)
             )
         except ValidationError as error:

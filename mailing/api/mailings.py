@@ -28,6 +28,7 @@ from mailing.api.schemas.mailings import (
     TestSendOut,
 )
 from mailing.api.schemas.messages import MessageFilters, MessageOut
+from mailing.engine import test_send
 from mailing.models import Mailing, Message
 
 router = Router(tags=["mailings"])
@@ -133,11 +134,11 @@ def launch_mailing(request: HttpRequest, mailing_id: ObjectId) -> Mailing:
     "/mailings/{mailing_id}/test",
     response=responses({200: TestSendOut, 429: ErrorOut}, not_found=True, conflict=True, body=True),
 )
-def test_send(request: HttpRequest, mailing_id: ObjectId, payload: TestSendIn) -> dict[str, object]:
+def send_test(request: HttpRequest, mailing_id: ObjectId, payload: TestSendIn) -> dict[str, object]:
     """Send the mailing's text to one phone now (any state, drafts too), with a msgId of its
     own, outside the statistics, recorded on the timeline; 429 past 10 an hour per person."""
-    return services.send_test(
-        get_object_or_404(Mailing, pk=mailing_id),
+    return test_send.send_test(
+        selectors.get_mailing(mailing_id),
         phone=payload.phone,
         actor=Actor.of_request(request),
     )
