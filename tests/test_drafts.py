@@ -82,8 +82,9 @@ def test_a_draft_is_edited_in_full_and_deleted(api: Api) -> None:
         "Новый текст",
         ["vip"],
     )
-    assert api.delete(f"/mailings/{draft['id']}").status_code == 204
-    assert not Mailing.objects.exists()
+    assert api.delete(f"/mailings/{draft['id']}").status_code == 202
+    assert api.get(f"/mailings/{draft['id']}").status_code == 404
+    assert api.post(f"/mailings/{draft['id']}/launch").status_code == 404
 
 
 def test_launch_starts_a_draft_as_if_created_now_and_twice_is_a_409(api: Api) -> None:
