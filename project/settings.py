@@ -345,7 +345,6 @@ SESSION_COOKIE_AGE = SESSION_MAX_AGE_SECONDS
 API_TOKEN_DAYS = int(env_number("API_TOKEN_DAYS", 90, int))
 LOGIN_URL = "dashboard:sign_in"
 LOGIN_REDIRECT_URL = "dashboard:home"
-DJANGO_TABLES2_TEMPLATE = "dashboard/table.html"
 
 # --- HTTP protections: Content-Security-Policy, sign-in rate limit -------------------
 # Sign-in attempts (POSTs to these paths) are counted per client address.

@@ -35,7 +35,9 @@ def wait_for(condition: Callable[[], object], timeout: float = 10.0, interval: f
         if value:
             return value
         if time.monotonic() >= deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
+            raise AssertionError(
+                f"condition not met within {timeout} s: {condition.__doc__ or condition}"
+            )
         time.sleep(interval)
 
 

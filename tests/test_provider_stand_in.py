@@ -25,7 +25,7 @@ import requests
 
 from devtools.provider import FaultConfig, StandInServer
 from devtools.provider.cli import config_from_options
-from tests.conftest import ChildProcess
+from tests.conftest import ChildProcess, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -33,18 +33,6 @@ TOKEN = "test-token"
 PHONE = 79161234567
 REPO_ROOT = Path(__file__).resolve().parent.parent
 OK = {"code": 0, "message": "OK"}
-
-
-def wait_until(condition: Callable[[], Any], deadline: float = 10.0, interval: float = 0.02) -> Any:
-    """Poll until condition() is truthy and return its value; fail at the deadline."""
-    end = time.monotonic() + deadline
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > end:
-            pytest.fail(f"condition not met within {deadline} s: {condition.__doc__ or condition}")
-        time.sleep(interval)
 
 
 def send(
@@ -277,7 +265,7 @@ def test_drip_sends_the_body_one_byte_at_a_time(
             _, sep, rest = received.partition(b"\r\n\r\n")
             return bool(sep and rest)
 
-        wait_until(first_body_byte, deadline=5)
+        wait_for(first_body_byte, timeout=5)
         head, _, content = received.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200")
         length = int(re.search(rb"(?im)^content-length: *(\d+)", head).group(1))
@@ -318,7 +306,7 @@ def test_outage_refuses_connections_then_recovers(
         """the port refuses connections"""
         return _connection_refused(port)
 
-    wait_until(refused, deadline=10)
+    wait_for(refused, timeout=10)
     with pytest.raises(requests.ConnectionError):
         send(server, 1, timeout=(1.0, 1.0))
 
@@ -329,7 +317,7 @@ def test_outage_refuses_connections_then_recovers(
         except requests.ConnectionError:
             return False
 
-    wait_until(answers, deadline=10)
+    wait_for(answers, timeout=10)
     assert server.port == port
     assert server.recorder.count_of(2) == 1
     assert server.recorder.count_of(1) == 0
@@ -347,7 +335,7 @@ def test_outage_drops_open_keep_alive_connections(
             """the port refuses connections"""
             return _connection_refused(server.port)
 
-        wait_until(refused, deadline=10)
+        wait_for(refused, timeout=10)
         # A real outage does not keep answering on old connections: this one is reset too.
         sock.settimeout(2)
         with pytest.raises(ConnectionResetError):
@@ -496,7 +484,7 @@ def test_record_file_gets_the_accepted_ids(
         lines = record.read_text().splitlines() if record.exists() else []
         return [json.loads(line) for line in lines] if len(lines) >= 2 else []
 
-    lines = wait_until(recorded_lines, deadline=5)
+    lines = wait_for(recorded_lines, timeout=5)
     assert [line["id"] for line in lines] == [100, 101]
     assert all(line["phone"] == PHONE for line in lines)
     assert all(abs(line["at"] - time.time()) < 60 for line in lines)
@@ -560,7 +548,7 @@ def test_cli_serves_until_sigterm(command: list[str]) -> None:
             found = re.search(r"PROBE_URL=(http://127\.0\.0\.1:\d+/v1)", stdout)
             return found.group(1) if found else None
 
-        base = wait_until(banner_url, deadline=30, interval=0.1)
+        base = wait_for(banner_url, timeout=30, interval=0.1)
         assert not base.endswith(":0/v1")
         response = requests.post(
             f"{base}/send/1",

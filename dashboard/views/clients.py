@@ -87,9 +87,6 @@ def client_bulk(request):
     return redirect(back)
 
 
-CLIENT_ALIASES: dict[str, str] = {}
-
-
 @staff_required
 @require_http_methods(["GET", "POST"])
 def client_form(request, pk: int | None = None):
@@ -118,7 +115,7 @@ def client_form(request, pk: int | None = None):
                 services.update_client(client, actor=Actor.of_request(request), **changes)
                 messages.success(request, f"Client {client.phone} saved.")
         except ValidationError as error:
-            ui_forms.apply_service_errors(form, error, CLIENT_ALIASES)
+            ui_forms.apply_service_errors(form, error, {})
         else:
             return redirect("dashboard:client_list")
     events = selectors.latest_events(selectors.events_for(client_id=client.pk)) if client else None
