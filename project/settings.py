@@ -248,6 +248,8 @@ SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # The daily report: who gets it (none: skipped and logged) and when, in TIME_ZONE.
 REPORT_RECIPIENTS = env_list("REPORT_RECIPIENTS", "")
 REPORT_TIME = env_str("REPORT_TIME", "07:00")
+# Events older than this are deleted by an hourly q2 schedule; 0 keeps them for ever.
+EVENT_RETENTION_DAYS = int(env_number("EVENT_RETENTION_DAYS", 90, int))
 # How long a claimed daily report is its sender's; unsent after it, another worker sends it.
 REPORT_LEASE_SECONDS = env_number("REPORT_LEASE_SECONDS", 600.0)
 
