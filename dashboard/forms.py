@@ -92,6 +92,12 @@ class MailingForm(forms.Form):
         help_text="In each client's own local time. Leave both empty to send at any hour.",
     )
     window_end = forms.TimeField(label="Send window until", required=False, widget=TimeInput())
+    rate_limit = forms.FloatField(
+        label="Send rate limit (messages per second)",
+        required=False,
+        help_text="Empty: only the service-wide limit. It can change while the mailing runs.",
+        widget=forms.NumberInput(attrs={"step": "any", "min": "0"}),
+    )
 
     # Service field names -> form field names.
     ALIASES = {
@@ -109,6 +115,7 @@ class MailingForm(forms.Form):
         "tags": "tags",
         "window_start": "send_window",
         "window_end": "send_window",
+        "rate_limit": "rate_limit",
     }
     text_max_length = TEXT_MAX_LENGTH
 
@@ -144,6 +151,7 @@ class MailingForm(forms.Form):
             "tags": list(mailing.tags),
             "window_start": mailing.window_start,
             "window_end": mailing.window_end,
+            "rate_limit": mailing.rate_limit,
         }
 
     @property
@@ -177,6 +185,7 @@ class MailingForm(forms.Form):
             "operator_codes": list(data.get("operator_codes") or []),
             "tags": list(data.get("tags") or []),
             "send_window": data["send_window"],
+            "rate_limit": data.get("rate_limit"),
         }
 
     def changes(self) -> dict[str, Any]:

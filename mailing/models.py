@@ -93,6 +93,18 @@ class Mailing(models.Model):
     fanout_started_at = models.DateTimeField(null=True, blank=True)
     fanned_out_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Guard rails (mailing/rules.py): its own send rate in messages/s (null: only the global
+    # SEND_RATE_LIMIT), the token bucket that holds it across workers, its last attempts
+    # (rules.ATTEMPT_SENT / ATTEMPT_FAILED, oldest first) and why it was paused by itself.
+    rate_limit = models.FloatField(null=True, blank=True)
+    rate_tokens = models.FloatField(default=0.0, db_default=0.0)
+    rate_refreshed_at = models.DateTimeField(null=True, blank=True)
+    recent_attempts = models.CharField(
+        max_length=rules.RECENT_ATTEMPTS_MAX, blank=True, default="", db_default=""
+    )
+    pause_reason = models.CharField(
+        max_length=rules.ERROR_MAX_LENGTH, blank=True, default="", db_default=""
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -119,6 +131,10 @@ class Mailing(models.Model):
                 name="mailing_text_length",
             ),
             models.CheckConstraint(condition=~Q(name=""), name="mailing_name_not_empty"),
+            models.CheckConstraint(
+                condition=Q(rate_limit__isnull=True) | Q(rate_limit__gt=0),
+                name="mailing_rate_limit_positive",
+            ),
             models.CheckConstraint(
                 condition=(
                     Q(window_start__isnull=True, window_end__isnull=True)

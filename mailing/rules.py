@@ -92,6 +92,13 @@ FANOUT_SLICE_SECONDS = 0.2
 # The send health a dispatcher reports covers its calls of the last this many seconds.
 SEND_HEALTH_WINDOW_SECONDS = 60.0
 
+# Guard rails per mailing: its own send-rate limit (messages/s, beside SEND_RATE_LIMIT),
+# and the automatic pause when too many of its last attempts failed for good.
+MAILING_RATE_LIMIT_MAX = 10_000
+# The longest run of recent attempts a mailing keeps (the most MAILING_FAILURE_PAUSE_ATTEMPTS
+# may be).
+RECENT_ATTEMPTS_MAX = 1000
+
 # Widths of bookkeeping columns.
 STATUS_MAX_LENGTH = 16
 EVENT_KIND_MAX_LENGTH = 40
@@ -205,14 +212,16 @@ MAILING_FIELDS: dict[str, str] = {
     "operator_codes": "operator codes",
     "tags": "tags",
     "send_window": "send window",
+    "rate_limit": "send rate",
 }
 
-# Once a mailing has started only its name and end may change (extend or shorten it).
+# Once a mailing has started only its name, end (extend or shorten it) and send rate may
+# change.
 EDITABLE_FIELDS: dict[str, frozenset[str]] = {
     MailingStatus.DRAFT: frozenset(MAILING_FIELDS),
     MailingStatus.SCHEDULED: frozenset(MAILING_FIELDS),
-    MailingStatus.RUNNING: frozenset({"name", "end_at"}),
-    MailingStatus.PAUSED: frozenset({"name", "end_at"}),
+    MailingStatus.RUNNING: frozenset({"name", "end_at", "rate_limit"}),
+    MailingStatus.PAUSED: frozenset({"name", "end_at", "rate_limit"}),
     MailingStatus.FINISHED: frozenset(),
     MailingStatus.CANCELLED: frozenset(),
     MailingStatus.DELETING: frozenset(),
@@ -282,6 +291,49 @@ class Reason(StrEnum):
     WINDOW_NEVER_OPENS = "send window does not open before the mailing ends"
     UNKNOWN_TIMEZONE = "unknown client time zone"
     CREDENTIALS_REFUSED = "send API refused our credentials"
+
+
+# --- Guard rails per mailing ----------------------------------------------------------
+
+RATE_LIMIT_RANGE = (
+    f"The send rate must be more than 0 and at most {MAILING_RATE_LIMIT_MAX} per second."
+)
+# How each attempt of a mailing is remembered in its run of recent attempts.
+ATTEMPT_SENT = "s"
+ATTEMPT_FAILED = "f"
+
+
+def rate_limit_error(rate: object) -> str | None:
+    """Why a mailing's send rate (messages per second; None: no limit of its own) is not
+    one, or None."""
+    if rate is None:
+        return None
+    if isinstance(rate, bool) or not isinstance(rate, int | float):
+        return "The send rate must be a number of messages per second."
+    if not 0 < rate <= MAILING_RATE_LIMIT_MAX:
+        return RATE_LIMIT_RANGE
+    return None
+
+
+def recent_attempts(previous: str, new: str, keep: int) -> str:
+    """The run of a mailing's last ``keep`` attempts (oldest first) after ``new`` ones."""
+    if keep <= 0:
+        return ""
+    return (previous + new)[-keep:]
+
+
+def failure_pause_reason(recent: str, attempts: int, threshold: float) -> str | None:
+    """Why a mailing must pause, given its recent attempts: once it has made ``attempts``
+    of them (0: never), more than ``threshold`` of those failed for good. None: it need not."""
+    if attempts <= 0 or len(recent) < attempts:
+        return None
+    failed = recent[-attempts:].count(ATTEMPT_FAILED)
+    if failed / attempts <= threshold:
+        return None
+    return (
+        f"Paused automatically: {failed} of its last {attempts} attempts failed for good "
+        f"(more than {threshold:.0%}). Check the text and the audience, then resume it."
+    )
 
 
 # --- Launching a draft --------------------------------------------------------------

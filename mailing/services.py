@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, time
 from typing import Any, TypeGuard
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -308,6 +309,9 @@ def _validate_mailing(fields: dict[str, object], errors: _Errors, now: datetime)
     # (A SendWindow cannot be empty: its constructor refuses it.)
     if window is not None and not isinstance(window, SendWindow):
         errors.add("send_window", "Must have a start and an end time.")
+    rate_error = rules.rate_limit_error(fields["rate_limit"])
+    if rate_error is not None:
+        errors.add("rate_limit", rate_error)
 
 
 def _window_fields(window: SendWindow | None) -> dict[str, time | None]:
@@ -340,6 +344,7 @@ def create_mailing(
     operator_codes: list[str] | tuple[str, ...] = (),
     tags: list[str] | tuple[str, ...] = (),
     send_window: SendWindow | None = None,
+    rate_limit: float | None = None,
     draft: bool = False,
     now: datetime | None = None,
     actor: Actor | None = None,
@@ -347,6 +352,7 @@ def create_mailing(
     """Create a mailing; one inside its period starts at once (the engine fans it out).
 
     A draft (``draft=True``) is only written: nothing happens to it until it is launched.
+    ``rate_limit``: its own send rate in messages per second (None: only the global one).
     """
     now = now or timezone_now()
     fields: dict[str, object] = {
@@ -357,6 +363,7 @@ def create_mailing(
         "operator_codes": _normalise_list(operator_codes),
         "tags": _normalise_list(tags),
         "send_window": send_window,
+        "rate_limit": rate_limit,
     }
     errors = _Errors()
     _validate_mailing(fields, errors, now)
@@ -372,6 +379,7 @@ def create_mailing(
             operator_codes=fields["operator_codes"],
             tags=fields["tags"],
             status=MailingStatus.DRAFT if draft else MailingStatus.SCHEDULED,
+            rate_limit=rate_limit,
             **_window_fields(send_window),
         )
         events.record(
@@ -405,6 +413,7 @@ def update_mailing(
         "operator_codes": list(mailing.operator_codes),
         "tags": list(mailing.tags),
         "send_window": mailing.send_window,
+        "rate_limit": mailing.rate_limit,
     }
     fields = current | changes
     for name in ("operator_codes", "tags"):
@@ -457,11 +466,12 @@ def update_mailing(
     return mailing
 
 
-def _transition(mailing: Mailing, action: Action) -> None:
-    """Apply a state-changing action by a conditional UPDATE from the states allowing it."""
+def _transition(mailing: Mailing, action: Action, **values: object) -> None:
+    """Apply a state-changing action by a conditional UPDATE from the states allowing it
+    (with ``values``, in the same UPDATE)."""
     updated = Mailing.objects.filter(
         pk=mailing.pk, status__in=rules.statuses_allowing(action)
-    ).update(status=rules.ACTION_RESULT[action], updated_at=timezone_now())
+    ).update(status=rules.ACTION_RESULT[action], updated_at=timezone_now(), **values)
     if not updated:
         mailing.refresh_from_db(fields=["status"])
         raise StateConflict(rules.refusal(mailing.status, action))
@@ -498,11 +508,48 @@ def pause_mailing(mailing: Mailing, *, actor: Actor | None = None) -> Mailing:
 
 
 def resume_mailing(mailing: Mailing, *, actor: Actor | None = None) -> Mailing:
-    _transition(mailing, Action.RESUME)
+    """Send again; a pause of its own (too many failures) is forgotten with its count, so
+    the mailing is judged afresh on its next attempts."""
+    _transition(mailing, Action.RESUME, pause_reason="", recent_attempts="")
     events.record(events.MAILING_RESUMED, mailing_id=mailing.pk, actor=actor)
     logger.info("mailing resumed", extra={"mailing_id": mailing.pk})
     mailing.refresh_from_db()
     return mailing
+
+
+def note_attempts(mailing_id: int, outcomes: str, now: datetime) -> bool:
+    """Remember a mailing's latest attempts (``rules.ATTEMPT_SENT`` / ``ATTEMPT_FAILED``,
+    oldest first) and pause it, with the reason, once too many of its last
+    ``MAILING_FAILURE_PAUSE_ATTEMPTS`` failed for good; True when it was paused now.
+
+    Runs in the engine's transaction that records the results, with the mailing's row
+    locked (``lock_mailings``), so workers recording at once count every attempt.
+    """
+    attempts = min(settings.MAILING_FAILURE_PAUSE_ATTEMPTS, rules.RECENT_ATTEMPTS_MAX)
+    if attempts <= 0 or not outcomes:
+        return False
+    row = Mailing.objects.filter(pk=mailing_id).values_list("recent_attempts", "status").first()
+    if row is None:
+        return False
+    recent = rules.recent_attempts(row[0], outcomes, attempts)
+    reason = None
+    if row[1] in rules.SENDING_STATUSES:
+        reason = rules.failure_pause_reason(recent, attempts, settings.MAILING_FAILURE_PAUSE_RATE)
+    if reason is None:
+        Mailing.objects.filter(pk=mailing_id).update(recent_attempts=recent)
+        return False
+    paused = Mailing.objects.filter(
+        pk=mailing_id, status__in=rules.statuses_allowing(Action.PAUSE)
+    ).update(
+        status=rules.ACTION_RESULT[Action.PAUSE],
+        pause_reason=reason,
+        recent_attempts=recent,
+        updated_at=now,
+    )
+    if paused:
+        events.record(events.MAILING_PAUSED, mailing_id=mailing_id, at=now, reason=reason)
+        logger.warning("mailing paused by itself: %s", reason, extra={"mailing_id": mailing_id})
+    return bool(paused)
 
 
 def cancel_mailing(mailing: Mailing, *, actor: Actor | None = None) -> Mailing:

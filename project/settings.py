@@ -183,6 +183,14 @@ SEND_WINDOW_INITIAL = int(env_number("SEND_WINDOW_INITIAL", 4, int))
 # Off: a fixed window of SEND_CONCURRENCY from the first call (the behaviour before slow start).
 SEND_WINDOW_ADAPTIVE = env_bool("SEND_WINDOW_ADAPTIVE", True)
 SEND_RATE_LIMIT = env_number("SEND_RATE_LIMIT", 0.0)  # messages per second, all workers; 0 = none
+# A mailing pauses by itself when more than this share of its last N attempts failed for
+# good (N = MAILING_FAILURE_PAUSE_ATTEMPTS; 0 turns the pause off). See mailing/rules.py.
+MAILING_FAILURE_PAUSE_RATE = env_number("MAILING_FAILURE_PAUSE_RATE", 0.5)
+MAILING_FAILURE_PAUSE_ATTEMPTS = int(env_number("MAILING_FAILURE_PAUSE_ATTEMPTS", 200, int))
+if not 0 <= MAILING_FAILURE_PAUSE_RATE < 1:
+    raise ImproperlyConfigured("MAILING_FAILURE_PAUSE_RATE must be at least 0 and below 1")
+if MAILING_FAILURE_PAUSE_ATTEMPTS < 0:
+    raise ImproperlyConfigured("MAILING_FAILURE_PAUSE_ATTEMPTS must not be negative")
 # Launching to more clients than this asks the staff member to type the count.
 LAUNCH_CONFIRM_THRESHOLD = int(env_number("LAUNCH_CONFIRM_THRESHOLD", 10_000, int))
 RETRY_BASE_SECONDS = env_number("RETRY_BASE_SECONDS", 5.0)

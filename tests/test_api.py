@@ -37,6 +37,8 @@ CLIENT_KEYS = {"id", "phone", "operator_code", "tag", "timezone"}
 MAILING_KEYS = {
     "id",
     "name",
+    "rate_limit",
+    "pause_reason",
     "segments",
     "start_at",
     "end_at",

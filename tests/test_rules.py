@@ -200,7 +200,7 @@ def test_status_sets_partition_the_statuses():
     assert set(rules.EDITABLE_FIELDS) == everything
     assert rules.EDITABLE_FIELDS["draft"] == set(rules.MAILING_FIELDS)
     assert rules.EDITABLE_FIELDS["scheduled"] == set(rules.MAILING_FIELDS)
-    assert rules.EDITABLE_FIELDS["running"] == {"name", "end_at"}
+    assert rules.EDITABLE_FIELDS["running"] == {"name", "end_at", "rate_limit"}
     assert rules.EDITABLE_FIELDS["finished"] == set()
 
 
@@ -243,7 +243,7 @@ def test_the_model_answers_for_its_state():
         "delete": True,
     }
     assert mailing.is_active and not mailing.is_final
-    assert mailing.editable_fields == {"name", "end_at"}
+    assert mailing.editable_fields == {"name", "end_at", "rate_limit"}
     assert not mailing.is_draft and Mailing(status=MailingStatus.DRAFT).is_draft
 
 

@@ -498,7 +498,7 @@ def test_edit_scheduled_mailing_and_started_one_only_end(web):
     running = running_mailing(0)
     url = reverse("dashboard:mailing_edit", args=[running.pk])
     page = web.get(url).content.decode()
-    assert "only its name and end can still change" in page
+    assert "only its name and end and send rate can still change" in page
     new_end = local_input(now + timedelta(hours=5))
     response = post(web, url, {"name": "Go", "end_at": new_end, "text": "ignored"}, page=url)
     assert response.status_code == 302

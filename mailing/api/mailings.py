@@ -38,7 +38,9 @@ def _changes(payload: MailingPatch) -> dict[str, Any]:
     """The PATCH body as services keyword arguments (only what the caller sent)."""
     given = payload.model_dump(exclude_unset=True)
     changes: dict[str, Any] = {
-        name: given[name] for name in ("name", "start_at", "end_at", "text") if name in given
+        name: given[name]
+        for name in ("name", "start_at", "end_at", "text", "rate_limit")
+        if name in given
     }
     if payload.filter is not MISSING:
         changes |= payload.filter.model_dump(exclude_unset=True)
@@ -70,6 +72,7 @@ def create_mailing(request: HttpRequest, payload: MailingIn) -> Status:
         operator_codes=payload.filter.operator_codes,
         tags=payload.filter.tags,
         send_window=payload.send_window.to_domain() if payload.send_window else None,
+        rate_limit=payload.rate_limit,
     )
     note(request, mailing_id=mailing.pk)
     return Status(201, mailing)

@@ -4,18 +4,15 @@ provider has refused our credentials. Both live in one database row (id=1)."""
 from __future__ import annotations
 
 import logging
-import math
 from datetime import datetime
 
 from django.db import transaction
 
+from mailing.engine import rate as rate_bucket
 from mailing.models import ProviderState
 from mailing.rules import ERROR_MAX_LENGTH
 
 logger = logging.getLogger("mailing.engine")
-
-# The bucket holds at most this many seconds of sending, so a pause does not turn into a burst.
-BURST_SECONDS = 0.5
 
 
 def _locked_state() -> ProviderState:
@@ -31,16 +28,11 @@ def acquire_send_permits(wanted: int, rate: float, now: datetime) -> int:
     """
     if rate <= 0 or wanted <= 0:
         return max(wanted, 0)
-    capacity = max(1.0, rate * BURST_SECONDS)
     with transaction.atomic():
         state = _locked_state()
-        refreshed = state.rate_refreshed_at or now
-        elapsed = max(0.0, (now - refreshed).total_seconds())
-        tokens = min(capacity, state.rate_tokens + elapsed * rate)
-        if state.rate_refreshed_at is None:
-            tokens = capacity
-        granted = min(wanted, math.floor(tokens))
-        state.rate_tokens = tokens - granted
+        granted, state.rate_tokens = rate_bucket.take(
+            state.rate_tokens, state.rate_refreshed_at, rate, now, wanted
+        )
         state.rate_refreshed_at = now
         state.save(update_fields=["rate_tokens", "rate_refreshed_at", "updated_at"])
     return granted

@@ -20,11 +20,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from django.db import transaction
 from django.db.models import Case, DateTimeField, F, Value, When
 
-from mailing import events, sql
+from mailing import events, services, sql
+from mailing.engine import rate
 from mailing.engine.backoff import retry_delay, throttle_delay
 from mailing.engine.provider import Outcome, OutgoingMessage, SendResult
 from mailing.models import Mailing, MailingStatus, Message, MessageStatus
-from mailing.rules import ERROR_MAX_LENGTH, Reason
+from mailing.rules import ATTEMPT_FAILED, ATTEMPT_SENT, ERROR_MAX_LENGTH, Reason
 from mailing.transitions import lock_mailings, shift_counters
 from mailing.windows import is_inside_window, next_window_opening
 
@@ -149,15 +150,21 @@ def claim_due(worker_id: str, limit: int, now: datetime, lease: timedelta) -> li
     """
     if limit <= 0:
         return []
-    mailings = list(
+    rows_of_mailings = list(
         Mailing.objects.filter(status=MailingStatus.RUNNING, end_at__gt=now, pending__gt=0)
         .order_by("id")
-        .values_list("id", "end_at", "text", "window_start", "window_end")
+        .values_list("id", "end_at", "text", "window_start", "window_end", "rate_limit")
     )
-    if not mailings:
+    if not rows_of_mailings:
         return []
-    shift = next(_rotation) % len(mailings)
-    mailings = mailings[shift:] + mailings[:shift]
+    shift = next(_rotation) % len(rows_of_mailings)
+    rows_of_mailings = rows_of_mailings[shift:] + rows_of_mailings[:shift]
+    mailings = [row[:5] for row in rows_of_mailings]
+    # A mailing with a send rate of its own gets no more than its bucket grants (taken in a
+    # short transaction first, so the claim below still locks message rows only).
+    limits = {row[0]: row[5] for row in rows_of_mailings if row[5]}
+    permits = rate.acquire_mailing_permits(limits, limit, now)
+    used: dict[int, int] = {}
     claimed: list[Claimed] = []
     to_settle: list[tuple[int, _Unsendable]] = []
     # The claim touches message rows only; settling the unsendable ones takes the mailing
@@ -167,12 +174,21 @@ def claim_due(worker_id: str, limit: int, now: datetime, lease: timedelta) -> li
             remaining = limit - len(claimed)
             if remaining <= 0:
                 break
+            mailing_id = mailing_row[0]
             quota = -(-remaining // (len(mailings) - position))
-            rows = sql.claim_due_messages(mailing_row[0], worker_id, quota, now, now + lease)
+            quota = min(quota, permits.get(mailing_id, quota))
+            if quota <= 0:
+                continue
+            rows = sql.claim_due_messages(mailing_id, worker_id, quota, now, now + lease)
             sendable, unsendable = _sort_claimed_rows(rows, mailing_row, now)
+            used[mailing_id] = len(sendable)
             claimed.extend(sendable)
             if unsendable:
-                to_settle.append((mailing_row[0], unsendable))
+                to_settle.append((mailing_id, unsendable))
+    rate.give_back_mailing_permits(
+        {mailing_id: granted - used.get(mailing_id, 0) for mailing_id, granted in permits.items()},
+        limits,
+    )
     for mailing_id, unsendable in sorted(to_settle, key=lambda item: item[0]):
         _settle_unsendable(mailing_id, worker_id, unsendable, now)
     return claimed
@@ -302,6 +318,16 @@ def record_results(
                 release(unauthorized, worker_id, now, Reason.CREDENTIALS_REFUSED)
             if unsent:
                 release(unsent, worker_id, now)
+            # The guard rail: what the provider decided about each message, in order.
+            services.note_attempts(
+                mailing_id,
+                "".join(
+                    ATTEMPT_SENT if r.outcome == Outcome.ACCEPTED else ATTEMPT_FAILED
+                    for _, r in group
+                    if r and r.outcome in (Outcome.ACCEPTED, Outcome.REJECTED)
+                ),
+                now,
+            )
         # One event per attempt, one multi-row INSERT for the whole batch.
         events.record_attempts(
             (

@@ -22,7 +22,7 @@ from mailing.api.schemas.fields import (
     absent,
 )
 from mailing.models import Mailing, MailingStatus
-from mailing.rules import FILTER_MAX_ITEMS, SendWindow
+from mailing.rules import FILTER_MAX_ITEMS, MAILING_RATE_LIMIT_MAX, SendWindow
 
 
 def _hhmm(value: time) -> str:
@@ -51,6 +51,12 @@ class SendWindowIn(InputSchema):
         return SendWindow(time.fromisoformat(self.start), time.fromisoformat(self.end))
 
 
+RATE_LIMIT_DESCRIPTION = (
+    f"This mailing's own send rate, messages per second (0 < rate <= {MAILING_RATE_LIMIT_MAX}), "
+    "honoured across workers beside the service-wide SEND_RATE_LIMIT; null: none of its own."
+)
+
+
 class MailingIn(InputSchema):
     name: MailingName | None = Field(
         None, description="Omitted: the start of the text's first line."
@@ -65,6 +71,7 @@ class MailingIn(InputSchema):
     text: MessageText
     filter: FilterIn = Field(default_factory=FilterIn)
     send_window: SendWindowIn | None = None
+    rate_limit: float | None = Field(None, description=RATE_LIMIT_DESCRIPTION)
 
 
 class MailingPatch(InputSchema):
@@ -74,6 +81,9 @@ class MailingPatch(InputSchema):
     text: MessageText | MISSING = absent()
     filter: FilterPatch | MISSING = absent("Only the lists given change.")
     send_window: SendWindowIn | None = Field(None, description="null removes the window.")
+    rate_limit: float | None = Field(
+        None, description=RATE_LIMIT_DESCRIPTION + " null removes it. May change while it runs."
+    )
 
 
 # Plain pydantic models, not ninja Schemas: these are always built from dicts, and ninja's
@@ -122,6 +132,11 @@ class MailingOut(Schema):
     filter: FilterOut
     send_window: SendWindowOut | None
     status: MailingStatus
+    rate_limit: float | None = Field(description=RATE_LIMIT_DESCRIPTION)
+    pause_reason: str | None = Field(
+        description="Why the mailing paused by itself (too many of its last attempts failed "
+        "for good); null unless it did. Resuming it clears the reason."
+    )
     stats: Counters
     segments: SegmentsOut
 
@@ -139,6 +154,10 @@ class MailingOut(Schema):
         if window is None:
             return None
         return {"start": _hhmm(window.start), "end": _hhmm(window.end)}
+
+    @staticmethod
+    def resolve_pause_reason(obj: Mailing) -> str | None:
+        return obj.pause_reason or None
 
     @staticmethod
     def resolve_stats(obj: Mailing) -> dict[str, int]:
