@@ -173,6 +173,26 @@ def test_settle_messages_logging_events_logs_exactly_the_rows_it_changed():
     assert Event.objects.filter(kind="message.cancelled").count() == 3
 
 
+@pytest.mark.django_db(transaction=True)
+def test_commit_without_waiting_for_disk_is_for_one_transaction_on_postgres():
+    def setting() -> str:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            return cursor.fetchone()[0]
+
+    if connection.vendor != "postgresql":
+        with CaptureQueriesContext(connection) as queries, transaction.atomic():
+            sql.commit_without_waiting_for_disk()
+        assert [q for q in queries.captured_queries if "synchronous" in q["sql"]] == []
+        return
+    before = setting()
+    assert before != "off"
+    with transaction.atomic():
+        sql.commit_without_waiting_for_disk()
+        assert setting() == "off"
+    assert setting() == before  # LOCAL: the next transaction waits for the disk again
+
+
 def test_hand_written_sql_lives_only_in_mailing_sql():
     """ORM internals and raw cursors appear nowhere else in the app (the health probe's
     ``SELECT 1`` excepted)."""

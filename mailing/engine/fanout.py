@@ -9,8 +9,8 @@ A chunk is one short transaction of a few statements:
    messages are inserted under it, as every other change of the counters is;
 2. one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` of the chunk's clients (two when
    some zones' windows never open before the end: those messages are born expired);
-3. the counters grow by exactly the rows inserted; the last chunk (fewer clients left than
-   a chunk holds) also sets ``fanned_out_at`` and records the one ``mailing.fanned_out``
+3. the counters grow by exactly the rows inserted; the last chunk (no more clients left
+   than a chunk holds) also sets ``fanned_out_at`` and records the one ``mailing.fanned_out``
    event.
 
 A worker that dies mid-chunk loses only that chunk's open transaction, which the database
@@ -137,7 +137,9 @@ def fan_out_chunk(mailing: Mailing, now: datetime) -> Chunk:
     size = chunk_size(cursor)
     last = None
     if size is not None:
-        last = audience.order_by("pk").values_list("pk", flat=True)[size - 1 : size].first()
+        # The chunk's last client, if one more follows it (else this chunk is the last).
+        ends = list(audience.order_by("pk").values_list("pk", flat=True)[size - 1 : size + 1])
+        last = ends[0] if len(ends) == 2 else None
     clients = audience if last is None else audience.filter(pk__lte=last)
     try:
         with transaction.atomic():
@@ -146,6 +148,7 @@ def fan_out_chunk(mailing: Mailing, now: datetime) -> Chunk:
             ).update(fanout_cursor=cursor if last is None else last)
             if not moved:
                 raise _CursorMoved
+            sql.commit_without_waiting_for_disk()
             created, expired = _insert(clients, mailing, now)
             done = last is None
             Mailing.objects.filter(pk=mailing.pk).update(
