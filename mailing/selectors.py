@@ -103,6 +103,16 @@ def get_mailing(mailing_id: int) -> Mailing:
     return get_object_or_404(visible_mailings(), pk=mailing_id)
 
 
+def get_client(client_id: int) -> Client:
+    """The client of a URL; Http404 when there is none."""
+    return get_object_or_404(Client, pk=client_id)
+
+
+def get_token(token_id: int, user_id: int) -> ApiToken:
+    """One of a staff member's API tokens; Http404 when it is not theirs or not there."""
+    return get_object_or_404(ApiToken, pk=token_id, user_id=user_id)
+
+
 def deleted_mailing_ids() -> list[int]:
     """Mailings deleted whose rows the purge has still to remove, oldest first."""
     return list(

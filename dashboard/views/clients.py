@@ -8,7 +8,7 @@ from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import QueryDict
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -90,7 +90,7 @@ def client_bulk(request):
 @staff_required
 @require_http_methods(["GET", "POST"])
 def client_form(request, pk: int | None = None):
-    client = get_object_or_404(Client, pk=pk) if pk is not None else None
+    client = selectors.get_client(pk) if pk is not None else None
     initial = {name: getattr(client, name) for name in services.CLIENT_FIELDS} if client else {}
     form = ui_forms.ClientForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
@@ -129,7 +129,7 @@ def client_form(request, pk: int | None = None):
 @staff_required
 @require_http_methods(["GET", "POST"])
 def client_delete(request, pk: int):
-    client = get_object_or_404(Client, pk=pk)
+    client = selectors.get_client(pk)
     if request.method == "POST":
         services.delete_client(client, actor=Actor.of_request(request))
         messages.success(request, f"Client {client.phone} deleted.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -12,7 +12,6 @@ from dashboard import forms as ui_forms
 from dashboard.views.common import redirect_page, staff_required
 from mailing import selectors
 from mailing.actors import Actor
-from mailing.models import ApiToken
 from mailing.tokens import issue_token, revoke_token
 
 # The key of a token just issued waits here for the one page view that shows it.
@@ -56,7 +55,7 @@ def tokens(request):
 @staff_required
 @require_POST
 def token_revoke(request, pk: int):
-    token = get_object_or_404(ApiToken, pk=pk, user=request.user)
+    token = selectors.get_token(pk, request.user.pk)
     revoke_token(token, actor=Actor.of_request(request))
     messages.success(request, f"Token “{token.name}” revoked.")
     return redirect_page(request, reverse("dashboard:tokens"))

@@ -2,7 +2,6 @@
 
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.shortcuts import get_object_or_404
 from ninja import Query, Router
 from ninja.pagination import paginate
 from ninja.responses import Status
@@ -36,7 +35,7 @@ def create_client(request: HttpRequest, payload: ClientIn) -> Status:
 
 @router.get("/clients/{client_id}", response=responses({200: ClientOut}, not_found=True))
 def get_client(request: HttpRequest, client_id: ObjectId) -> Client:
-    return get_object_or_404(Client, pk=client_id)
+    return selectors.get_client(client_id)
 
 
 @router.patch(
@@ -45,7 +44,7 @@ def get_client(request: HttpRequest, client_id: ObjectId) -> Client:
 def update_client(request: HttpRequest, client_id: ObjectId, payload: ClientPatch) -> Client:
     """Change only the fields given. A new phone implies its operator code unless one is given;
     pending messages follow the client's new phone and time zone."""
-    client = get_object_or_404(Client, pk=client_id)
+    client = selectors.get_client(client_id)
     return services.update_client(
         client, actor=Actor.of_request(request), **payload.model_dump(exclude_unset=True)
     )
@@ -54,5 +53,5 @@ def update_client(request: HttpRequest, client_id: ObjectId, payload: ClientPatc
 @router.delete("/clients/{client_id}", response=responses({204: None}, not_found=True))
 def delete_client(request: HttpRequest, client_id: ObjectId) -> Status:
     """Delete the client; its pending messages in every mailing are cancelled."""
-    services.delete_client(get_object_or_404(Client, pk=client_id), actor=Actor.of_request(request))
+    services.delete_client(selectors.get_client(client_id), actor=Actor.of_request(request))
     return Status(204, None)
