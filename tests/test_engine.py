@@ -234,12 +234,14 @@ def test_refused_credentials_burn_nothing_and_sending_resumes(provider, dispatch
     provider.update_config(token="a-different-token")
     clock = SkippableClock()
     # No probe is due until the test moves the clock by an hour: every request that reaches
-    # the stand-in before that is the price of the refusal.
+    # the stand-in before that is the price of the refusal. The client's timeout is the
+    # shipped one: on a loaded machine a slow 401 must not turn into a timeout (an attempt).
     worker = dispatcher_factory(
         clock=clock,
         concurrency=settings.SEND_CONCURRENCY,
         window_initial=settings.SEND_WINDOW_INITIAL,
         auth_retry_seconds=3600,
+        total_timeout=settings.PROBE_TOTAL_TIMEOUT,
     )
     wait_for(lambda: ProviderState.objects.filter(auth_failed_at__isnull=False).exists(), 10)
     # What was in flight when the first refusal came back is answered and handed back.
