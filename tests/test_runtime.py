@@ -17,7 +17,8 @@ from django.utils import timezone
 from mailing import services
 from mailing.engine.runtime.supervisor import POLL_SECONDS, DispatcherSupervisor
 from mailing.models import DispatcherSlot, Mailing, MailingStatus, Message, MessageStatus
-from tests.conftest import make_clients, now_plus, wait_for
+from tests.conftest import ChildProcess, make_clients, now_plus, wait_for
+from tests.test_resilience import save_figures
 from tests.test_workers import alive, descendants, start_process, stop_process, worker_env
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
@@ -126,3 +127,71 @@ def test_qcluster_replaces_a_killed_dispatcher_and_loses_nothing(provider):
     assert set(provider.recorder.first_accepted_at()) == set(
         Message.objects.filter(mailing=mailing).values_list("id", flat=True)
     )
+
+
+def claimed_messages(mailing: Mailing) -> int:
+    """Pending messages some dispatcher still holds."""
+    return Message.objects.filter(
+        mailing=mailing, status=MessageStatus.PENDING, claimed_by__isnull=False
+    ).count()
+
+
+def seconds_until_exit(process: ChildProcess, timeout: float) -> float:
+    """Seconds from now until ``process`` exits (fails the test at ``timeout``)."""
+    started = time.monotonic()
+    wait_for(lambda: process.poll() is not None, timeout, 0.01)
+    return time.monotonic() - started
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "to_group",
+    # `docker stop` and Kubernetes signal the main process; systemd and `kill -TERM -<pgid>`
+    # signal every process of the tree at once.
+    [False, True],
+    ids=["main-process", "process-group"],
+)
+def test_sigterm_stops_the_worker_within_10_s_and_a_restart_sends_the_rest(provider, to_group):
+    make_clients(1500)
+    provider.update_config(latency_ms=100)
+    env = worker_env(
+        provider,
+        Q_CLUSTER_NAME=f"test-{uuid.uuid4().hex[:8]}",
+        Q_WORKERS="1",
+        DISPATCHER_SLOTS="2",
+        # A long lease: a claim left behind would hold its message for a minute.
+        CLAIM_LEASE_SECONDS="60",
+        SEND_CONCURRENCY="20",
+    )
+    mailing = services.create_mailing(start_at=timezone.now(), end_at=now_plus(600), text="Stop")
+    with start_process(["qcluster"], env) as cluster:
+        try:
+            wait_for(lambda: len(dispatcher_pids()) == 2, 30, 0.1)
+            wait_for(lambda: Mailing.objects.get(pk=mailing.pk).sent >= 200, 60, 0.1)
+            children = descendants(cluster.pid)
+            (os.killpg if to_group else os.kill)(cluster.pid, signal.SIGTERM)
+            took = seconds_until_exit(cluster, 30)
+        finally:
+            _out, err = stop_process(cluster, signal.SIGKILL)
+    assert took < 10.0, f"the worker took {took:.1f} s to stop:\n{err[-3000:]}"
+    assert cluster.returncode == 0, err[-3000:]
+    assert len(children) >= 4  # the sentinel, its q2 processes, the dispatchers
+    assert [pid for pid in children if alive(pid)] == []
+    # Everything in flight was recorded or handed back: nothing waits out a lease.
+    assert claimed_messages(mailing) == 0
+    assert 0 < Mailing.objects.get(pk=mailing.pk).sent < 1500
+
+    with start_process(["qcluster"], env) as successor:
+        try:
+            wait_for(
+                lambda: Mailing.objects.get(pk=mailing.pk).status == MailingStatus.FINISHED, 60, 0.2
+            )
+        finally:
+            stop_process(successor, signal.SIGINT)
+    mailing.refresh_from_db()
+    assert mailing.sent == 1500
+    assert provider.recorder.unique_accepted == 1500
+    # A clean stop loses no answer, so nothing was delivered twice.
+    assert provider.recorder.duplicates() == {}
+    save_figures(f"sigterm-worker-{'group' if to_group else 'main'}", {"stop_seconds": took})
