@@ -12,6 +12,7 @@ from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils import timezone
+from django.utils.datastructures import MultiValueDict
 
 from mailing import phones, rules, selectors
 from mailing.models import Mailing
@@ -286,8 +287,39 @@ class ClientForm(forms.Form):
 class ImportForm(forms.Form):
     file = forms.FileField(
         label="CSV file",
-        help_text="UTF-8, with a header row: phone, timezone, and optionally operator_code, tag.",
-        widget=forms.ClearableFileInput(attrs={"accept": ".csv,text/csv"}),
+        help_text=(
+            "A header row naming phone and timezone (optionally operator_code, tag); commas, "
+            "semicolons or tabs; UTF-8 or Windows-1251, as Excel saves it."
+        ),
+        widget=forms.ClearableFileInput(attrs={"accept": ".csv,.txt,text/csv"}),
+    )
+
+    @classmethod
+    def refusing_a_large_file(cls) -> ImportForm:
+        """The form as shown for an upload refused by its length, before it was read."""
+        form = cls(data={}, files=MultiValueDict())
+        form.is_valid()
+        form.errors.clear()
+        form.add_error("file", ValidationError(cls.too_large_message(), code="too_large"))
+        return form
+
+    @staticmethod
+    def too_large_message() -> str:
+        limit = settings.CLIENT_IMPORT_MAX_BYTES
+        return f"The file is larger than {limit / 1024 / 1024:g} MB ({limit:,} bytes); split it."
+
+    def clean_file(self) -> Any:
+        upload = self.cleaned_data["file"]
+        if upload.size > settings.CLIENT_IMPORT_MAX_BYTES:
+            raise ValidationError(self.too_large_message(), code="too_large")
+        return upload
+
+
+class ImportConfirmForm(forms.Form):
+    update_existing = forms.BooleanField(
+        label="Update the clients already here (same phone) with the file's time zone, tag "
+        "and operator code",
+        required=False,
     )
 
 

@@ -36,6 +36,22 @@ urlpatterns = [
     path("clients/bulk/", clients.client_bulk, name="client_bulk"),
     path("clients/export.csv", exports.client_export, name="client_export"),
     path("clients/import/", clients.client_import, name="client_import"),
+    path("clients/import/<int:pk>/", clients.client_import_detail, name="client_import_detail"),
+    path(
+        "clients/import/<int:pk>/status/",
+        clients.client_import_status,
+        name="client_import_status",
+    ),
+    path(
+        "clients/import/<int:pk>/confirm/",
+        clients.client_import_confirm,
+        name="client_import_confirm",
+    ),
+    path(
+        "clients/import/<int:pk>/errors.csv",
+        exports.client_import_errors,
+        name="client_import_errors",
+    ),
     path("clients/<int:pk>/edit/", clients.client_form, name="client_edit"),
     path("clients/<int:pk>/delete/", clients.client_delete, name="client_delete"),
     path("tokens/", tokens.tokens, name="tokens"),

@@ -1,4 +1,5 @@
-"""Writes on many clients at once: set a tag on, or delete, a chosen set of clients.
+"""Writes on many clients at once: set a tag on, or delete, a chosen set of clients;
+update the clients a CSV import names by phone.
 
 The UI's bulk actions call these with the clients the staff member selected or every
 client their filter matches. Work is done in chunks of ids, each chunk in its own
@@ -10,7 +11,7 @@ clients added after the confirmation are left alone.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 
 from django.db import transaction
 from django.db.models import QuerySet
@@ -19,9 +20,9 @@ from django.utils import timezone
 from mailing import events
 from mailing.actors import Actor
 from mailing.events import actor_columns
-from mailing.models import Client, Event
+from mailing.models import Client, Event, Message, MessageStatus
 from mailing.services import check_tag
-from mailing.transitions import cancel_messages_of_clients
+from mailing.transitions import cancel_messages_of_clients, unleased
 
 logger = logging.getLogger("mailing.clients")
 
@@ -94,3 +95,52 @@ def delete(
         extra={"clients_deleted": deleted, "cancelled_messages": cancelled},
     )
     return deleted
+
+
+def update_by_phone(rows: Sequence[Mapping[str, str]], *, actor: Actor | None = None) -> int:
+    """Bring existing clients (found by phone) to these rows' fields, as ``update_client``
+    does for one: only what differs is written, waiting messages follow the new zone, each
+    changed client gets its ``client.updated`` event. Rows hold ``phone`` and any of
+    ``operator_code``, ``tag``, ``timezone``, already found valid. Returns how many changed."""
+    by_phone = {row["phone"]: row for row in rows}
+    now = timezone.now()
+    with transaction.atomic():
+        clients = list(
+            Client.objects.filter(phone__in=list(by_phone)).select_for_update().order_by("pk")
+        )
+        changed: list[tuple[Client, dict[str, str]]] = []
+        for client in clients:
+            row = by_phone[client.phone]
+            changes = {
+                name: row[name]
+                for name in UPDATABLE_FIELDS
+                if name in row and getattr(client, name) != row[name]
+            }
+            if changes:
+                for name, value in changes.items():
+                    setattr(client, name, value)
+                client.updated_at = now
+                changed.append((client, changes))
+        Client.objects.bulk_update(
+            [client for client, _ in changed], [*UPDATABLE_FIELDS, "updated_at"], batch_size=1000
+        )
+        moved: dict[str, list[int]] = {}
+        for client, changes in changed:
+            if "timezone" in changes:
+                moved.setdefault(client.timezone, []).append(client.pk)
+        for zone, ids in moved.items():
+            Message.objects.filter(
+                unleased(now), client_id__in=ids, status=MessageStatus.PENDING
+            ).update(timezone=zone)
+        _events(
+            events.CLIENT_UPDATED,
+            [
+                (client.pk, {"changes": dict(sorted(changes.items()))})
+                for client, changes in changed
+            ],
+            actor,
+        )
+    return len(changed)
+
+
+UPDATABLE_FIELDS = ("operator_code", "tag", "timezone")

@@ -29,6 +29,8 @@ __all__ = [
     "PHONE_REGEX",
     "ApiToken",
     "Client",
+    "ClientImport",
+    "ClientImportError",
     "DispatcherSlot",
     "Event",
     "Mailing",
@@ -440,3 +442,80 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class ClientImport(models.Model):
+    """A CSV file of clients being checked or imported by a q2 job (``mailing.imports``).
+
+    The file's bytes are kept here (at most the CLIENT_IMPORT_MAX_BYTES setting), so the
+    worker that runs the job needs no shared disk; its page shows the row counters live.
+    """
+
+    status = models.CharField(
+        max_length=rules.STATUS_MAX_LENGTH,
+        choices=rules.ImportStatus.choices,
+        default=rules.ImportStatus.CHECKING,
+    )
+    filename = models.CharField(max_length=rules.FILENAME_MAX_LENGTH, blank=True, default="")
+    data = models.BinaryField()
+    size = models.PositiveBigIntegerField(default=0)
+    update_existing = models.BooleanField(default=False)
+    # What the check found: the text's encoding and delimiter, the header's columns, the
+    # first rows with their errors, and why the whole file cannot be imported, if so.
+    encoding = models.CharField(max_length=rules.STATUS_MAX_LENGTH, blank=True, default="")
+    delimiter = models.CharField(max_length=rules.STATUS_MAX_LENGTH, blank=True, default="")
+    columns = models.JSONField(default=list, blank=True)
+    preview = models.JSONField(default=list, blank=True)
+    file_error = models.TextField(blank=True, default="")
+    # Counters: of the check (rows, new, existing, invalid), then of the import.
+    rows = models.PositiveIntegerField(default=0)
+    rows_done = models.PositiveIntegerField(default=0)
+    new = models.PositiveIntegerField(default=0)
+    existing = models.PositiveIntegerField(default=0)
+    invalid = models.PositiveIntegerField(default=0)
+    created = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    actor_id = models.BigIntegerField(null=True, blank=True)
+    actor_name = models.CharField(max_length=rules.ACTOR_NAME_MAX_LENGTH, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"import {self.pk} ({self.status})"
+
+    @property
+    def is_working(self) -> bool:
+        return self.status in rules.IMPORT_WORKING_STATUSES
+
+    @property
+    def is_checking(self) -> bool:
+        return self.status == rules.ImportStatus.CHECKING
+
+    @property
+    def can_confirm(self) -> bool:
+        return self.status == rules.ImportStatus.CHECKED and not self.file_error
+
+    @property
+    def progress(self) -> float:
+        return self.rows_done / self.rows if self.rows else 0.0
+
+
+class ClientImportError(models.Model):
+    """One invalid row of an import: its line in the file, its phone as written, why."""
+
+    client_import = models.ForeignKey(
+        ClientImport, on_delete=models.CASCADE, related_name="row_errors"
+    )
+    line = models.PositiveIntegerField()
+    phone = models.CharField(max_length=rules.IMPORT_CELL_MAX_LENGTH, blank=True, default="")
+    reason = models.TextField()
+
+    class Meta:
+        ordering = ["client_import", "line"]
+        indexes = [models.Index(fields=["client_import", "line"], name="import_error_line_idx")]
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.reason}"

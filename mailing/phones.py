@@ -27,6 +27,8 @@ def normalise(text: str) -> str:
     """The stored form of a Russian number written in any common notation; anything else is
     returned stripped, for the services' check to word what is wrong with it."""
     text = text.strip()
+    if re.fullmatch(PHONE_REGEX, text):
+        return text  # already so (most rows of a file): no need to parse
     try:
         number = phonenumbers.parse(text, REGION)
     except phonenumbers.NumberParseException:

@@ -47,12 +47,20 @@ ACTOR_NAME_MAX_LENGTH = 254
 # arithmetic (9999-12-31 with a negative offset does not even fit a datetime in UTC).
 EARLIEST_YEAR = 2000
 LATEST_YEAR = 2999
-IMPORT_MAX_ROWS = 500_000
 # Background deletes (a deleted mailing's messages, events past their retention): rows per
 # statement, each in its own short transaction, and how long one task runs before it hands
 # the rest to a fresh task (well inside q2's task timeout).
 DELETE_BATCH_SIZE = 10_000
 DELETE_TASK_SECONDS = 60.0
+# Lines of one CSV import, blank ones included (its bytes: the CLIENT_IMPORT_MAX_BYTES setting).
+IMPORT_MAX_ROWS = 2_000_000
+# The first rows of an import shown before anything is written, and the errors on its page
+# (all of them are in its downloadable CSV).
+IMPORT_PREVIEW_ROWS = 10
+IMPORT_ERRORS_SHOWN = 100
+# A cell of an invalid row kept for its error (longer ones are cut), an uploaded file's name.
+IMPORT_CELL_MAX_LENGTH = 64
+FILENAME_MAX_LENGTH = 255
 
 # SMS parts: 160 GSM-7 septets or 70 UCS-2 units in one message; a longer text is sent in
 # parts of 153 or 67 (the rest of each part holds the header that joins them).
@@ -135,6 +143,20 @@ class MessageStatus(models.TextChoices):
     FAILED = "failed"
     EXPIRED = "expired"
     CANCELLED = "cancelled"
+
+
+class ImportStatus(models.TextChoices):
+    """A CSV import: checked in the background, confirmed by staff, imported, done."""
+
+    CHECKING = "checking"
+    CHECKED = "checked"
+    IMPORTING = "importing"
+    DONE = "done"
+    FAILED = "failed"
+
+
+# An import whose job is still at work (its page polls).
+IMPORT_WORKING_STATUSES = frozenset({ImportStatus.CHECKING, ImportStatus.IMPORTING})
 
 
 # Written, not launched: the engine ignores it whatever its period; nothing is sent.

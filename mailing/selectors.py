@@ -19,6 +19,8 @@ from mailing.models import (
     COUNTER_FIELDS,
     ApiToken,
     Client,
+    ClientImport,
+    ClientImportError,
     DispatcherSlot,
     Event,
     Mailing,
@@ -31,6 +33,7 @@ from mailing.rules import (
     DELETED_STATUSES,
     FAILURE_REASONS_SHOWN,
     FAILURE_SAMPLE,
+    IMPORT_ERRORS_SHOWN,
     OPERATOR_CODE_REGEX,
     RECENT_MAILINGS,
     SEND_HEALTH_WINDOW_SECONDS,
@@ -120,6 +123,20 @@ def deleted_mailing_ids() -> list[int]:
         .order_by("id")
         .values_list("id", flat=True)
     )
+
+
+def recent_client_imports(limit: int = RECENT_MAILINGS) -> QuerySet[ClientImport]:
+    """The latest CSV imports, for the import page (each links to its own)."""
+    return ClientImport.objects.defer("data").order_by("-id")[:limit]
+
+
+def client_import_errors(record: ClientImport) -> QuerySet[ClientImportError]:
+    return ClientImportError.objects.filter(client_import=record).order_by("line", "id")
+
+
+def client_import_errors_shown(record: ClientImport) -> list[ClientImportError]:
+    """The first invalid rows, for the import's page (the download has them all)."""
+    return list(client_import_errors(record)[:IMPORT_ERRORS_SHOWN])
 
 
 def list_mailings(*, status: str | None = None) -> QuerySet[Mailing]:

@@ -241,6 +241,8 @@ STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(env_number("DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440, int))
+# The largest CSV file of clients the UI takes (larger uploads get 413 before being read).
+CLIENT_IMPORT_MAX_BYTES = int(env_number("CLIENT_IMPORT_MAX_BYTES", 20 * 1024 * 1024, int))
 
 # --- Operations: e-mail, report, metrics, security ---------------------------------
 # E-mail (the daily report). Django's SMTP backend unless EMAIL_BACKEND says otherwise.

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
@@ -11,6 +10,7 @@ from django.http import QueryDict
 from django.shortcuts import redirect, render
 from django.template.defaultfilters import pluralize
 from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from dashboard import forms as ui_forms
@@ -20,7 +20,7 @@ from dashboard.views.common import redirect_page, staff_required
 from mailing import clients as bulk_clients
 from mailing import imports, selectors, services
 from mailing.actors import Actor
-from mailing.models import Client
+from mailing.models import Client, ClientImport
 
 
 @staff_required
@@ -148,26 +148,86 @@ def client_delete(request, pk: int):
     )
 
 
+# Room for the multipart envelope around the file, when judging an upload by its length.
+UPLOAD_OVERHEAD_BYTES = 64 * 1024
+
+
+def _too_large(request) -> bool:
+    """An upload over the import limit, told by its Content-Length before it is read."""
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return False
+    return length > settings.CLIENT_IMPORT_MAX_BYTES + UPLOAD_OVERHEAD_BYTES
+
+
+@csrf_exempt  # checked by _client_import, after the size: a refusal reads no body
 @staff_required
 @require_http_methods(["GET", "POST"])
 def client_import(request):
-    result = None
-    elapsed = None
-    if request.method == "POST":
-        form = ui_forms.ImportForm(request.POST, request.FILES)
-        if form.is_valid():
-            started = time.monotonic()
-            result = imports.import_clients_csv(
-                form.cleaned_data["file"].chunks(), actor=Actor.of_request(request)
+    """Upload a CSV file: it is kept and checked in the background, then previewed. An
+    upload over the limit is refused by its Content-Length, before it is read."""
+    if request.method == "POST" and _too_large(request):
+        return _import_page(request, ui_forms.ImportForm.refusing_a_large_file(), status=413)
+    return _client_import(request)
+
+
+@csrf_protect
+def _client_import(request):
+    form = ui_forms.ImportForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        upload = form.cleaned_data["file"]
+        try:
+            record = imports.start(
+                upload.read(), upload.name or "", actor=Actor.of_request(request)
             )
-            elapsed = time.monotonic() - started
-            if result.file_error:
-                form.add_error("file", result.file_error)
-                result = None
-    else:
-        form = ui_forms.ImportForm()
-    return render(
-        request,
-        "dashboard/clients/import.html",
-        {"form": form, "result": result, "elapsed": elapsed},
-    )
+        except imports.FileRefused as refused:
+            form.add_error("file", str(refused))
+        else:
+            return redirect("dashboard:client_import_detail", pk=record.pk)
+    return _import_page(request, form, status=413 if form.has_error("file", "too_large") else 200)
+
+
+def _import_page(request, form: ui_forms.ImportForm, status: int):
+    context = {
+        "form": form,
+        "recent": selectors.recent_client_imports(),
+        "limit": settings.CLIENT_IMPORT_MAX_BYTES,
+    }
+    return render(request, "dashboard/clients/import.html", context, status=status)
+
+
+def _import_context(record: ClientImport) -> dict[str, object]:
+    return {
+        "record": record,
+        "errors": selectors.client_import_errors_shown(record),
+        "confirm_form": ui_forms.ImportConfirmForm(),
+    }
+
+
+@staff_required
+@require_GET
+def client_import_detail(request, pk: int):
+    record = get_object_or_404(ClientImport.objects.defer("data"), pk=pk)
+    return render(request, "dashboard/clients/import_detail.html", _import_context(record))
+
+
+@staff_required
+@require_GET
+def client_import_status(request, pk: int):
+    """The import's panel, polled by its page while a job works on it."""
+    record = get_object_or_404(ClientImport.objects.defer("data"), pk=pk)
+    return render(request, "dashboard/clients/_import_status.html", _import_context(record))
+
+
+@staff_required
+@require_POST
+def client_import_confirm(request, pk: int):
+    record = get_object_or_404(ClientImport.objects.defer("data"), pk=pk)
+    form = ui_forms.ImportConfirmForm(request.POST)
+    if form.is_valid():
+        if imports.confirm(record, update_existing=form.cleaned_data["update_existing"]):
+            messages.success(request, "The import has started; this page follows it.")
+        else:
+            messages.error(request, "This file cannot be imported (again); nothing was changed.")
+    return redirect_page(request, reverse("dashboard:client_import_detail", args=[pk]))
