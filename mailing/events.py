@@ -46,6 +46,8 @@ MAILING_STARTED = "mailing.started"
 MAILING_FANNED_OUT = "mailing.fanned_out"
 MAILING_MESSAGES_EXPIRED = "mailing.messages_expired"
 MAILING_FINISHED = "mailing.finished"
+OPT_OUT_ADDED = "opt_out.added"
+OPT_OUT_REMOVED = "opt_out.removed"
 TOKEN_ISSUED = "token.issued"  # noqa: S105 (an event kind)
 TOKEN_REVOKED = "token.revoked"  # noqa: S105
 # Message kinds: one per attempt outcome, then the final statuses set without an attempt.

@@ -37,6 +37,7 @@ __all__ = [
     "MailingStatus",
     "Message",
     "MessageStatus",
+    "OptOut",
     "ProviderState",
     "ReportRun",
 ]
@@ -65,6 +66,25 @@ class Client(models.Model):
             # Fan-out selects by (operator_code, tag); tag alone serves the tag-only filter.
             models.Index(fields=["operator_code", "tag"], name="client_code_tag_idx"),
             models.Index(fields=["tag"], name="client_tag_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.phone
+
+
+class OptOut(models.Model):
+    """A phone that asked not to be texted: kept by phone, so it outlives its client (delete
+    the client, create it again with the same phone, and it is still out)."""
+
+    phone = models.CharField(max_length=rules.PHONE_LENGTH, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(phone__regex=PHONE_REGEX), name="optout_phone_format"
+            )
         ]
 
     def __str__(self) -> str:

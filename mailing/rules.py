@@ -313,6 +313,7 @@ class Reason(StrEnum):
     WINDOW_NEVER_OPENS = "send window does not open before the mailing ends"
     UNKNOWN_TIMEZONE = "unknown client time zone"
     CREDENTIALS_REFUSED = "send API refused our credentials"
+    OPTED_OUT = "the phone opted out"
 
 
 # --- Guard rails per mailing ----------------------------------------------------------

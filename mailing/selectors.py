@@ -13,7 +13,7 @@ from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
-from mailing import phones, rules
+from mailing import audience, phones, rules
 from mailing.events import MAILING_TEST_SENT, MESSAGE_TIMELINE_MAILING_KINDS
 from mailing.models import (
     COUNTER_FIELDS,
@@ -27,6 +27,7 @@ from mailing.models import (
     MailingStatus,
     Message,
     MessageStatus,
+    OptOut,
     ProviderState,
 )
 from mailing.rules import (
@@ -56,7 +57,10 @@ def audience_filter(operator_codes: list[str], tags: list[str]) -> Q:
 
 
 def matching_clients(operator_codes: list[str], tags: list[str]) -> QuerySet[Client]:
-    return Client.objects.filter(audience_filter(operator_codes, tags))
+    """The clients a mailing with this filter texts: matching it, and not opted out."""
+    return Client.objects.filter(audience_filter(operator_codes, tags)).filter(
+        audience.not_opted_out()
+    )
 
 
 def list_clients(*, tag: str | None = None, operator_code: str | None = None) -> QuerySet[Client]:
@@ -139,6 +143,18 @@ def client_import_errors_shown(record: ClientImport) -> list[ClientImportError]:
     return list(client_import_errors(record)[:IMPORT_ERRORS_SHOWN])
 
 
+def list_opt_outs(*, search: str | None = None) -> QuerySet[OptOut]:
+    """Opted-out phones, newest first; ``search``: digits anywhere in the phone."""
+    entries = OptOut.objects.order_by("-id")
+    if search:
+        entries = entries.filter(phone__contains=search)
+    return entries
+
+
+def opt_out_of(phone: str) -> OptOut | None:
+    return OptOut.objects.filter(phone=phone).first()
+
+
 def list_mailings(*, status: str | None = None) -> QuerySet[Mailing]:
     mailings = visible_mailings().order_by("-id")
     if status is not None:
@@ -161,24 +177,34 @@ def preview_audience(
     start_at: datetime | None = None,
     end_at: datetime | None = None,
 ) -> dict[str, int]:
-    """How many clients a filter reaches; with a window and a period, how many of them
-    have their local window open at some time inside the period."""
-    per_zone = dict(
-        matching_clients(operator_codes, tags)
+    """How many clients a filter matches and how many of them opted out; of the rest, with a
+    window and a period, how many have their local window open at some time inside it."""
+    rows = (
+        Client.objects.filter(audience_filter(operator_codes, tags))
         .order_by()
         .values_list("timezone")
-        .annotate(n=Count("id"))
-        .values_list("timezone", "n")
+        .annotate(n=Count("id"), out=Count("id", filter=Q(audience.opted_out())))
+        .values_list("timezone", "n", "out")
     )
-    matching = sum(per_zone.values())
-    reachable = matching
+    per_zone: dict[str, int] = {}
+    matching = opted_out = 0
+    for zone, n, out in rows:
+        matching, opted_out = matching + n, opted_out + out
+        if n > out:
+            per_zone[zone] = n - out
+    reachable = matching - opted_out
     if window is not None and start_at is not None and end_at is not None:
         reachable = sum(
             count
             for zone, count in per_zone.items()
             if next_window_opening(start_at, ZoneInfo(zone), window.start, window.end) < end_at
         )
-    return {"matching": matching, "reachable": reachable, "timezones": len(per_zone)}
+    return {
+        "matching": matching,
+        "opted_out": opted_out,
+        "reachable": reachable,
+        "timezones": len(per_zone),
+    }
 
 
 def failure_reasons(
@@ -392,7 +418,8 @@ def launch_review(mailing: Mailing, now: datetime | None = None) -> dict[str, An
     return {
         "matching": audience["matching"],
         "reachable": reachable,
-        "outside_window": audience["matching"] - reachable,
+        "opted_out": audience["opted_out"],
+        "outside_window": audience["matching"] - audience["opted_out"] - reachable,
         "segments": counted,
         "total_parts": reachable * counted.parts,
         "starts_now": mailing.start_at <= now,

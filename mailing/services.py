@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from mailing import cleanup, events, rules
 from mailing.actors import Actor
-from mailing.models import Client, Event, Mailing, MailingStatus, Message, MessageStatus
+from mailing.models import Client, Event, Mailing, MailingStatus, Message, MessageStatus, OptOut
 from mailing.rules import (
     NAME_MAX_LENGTH,
     OPERATOR_CODE_LENGTH,
@@ -37,7 +37,13 @@ from mailing.rules import (
     known_timezones,
     operator_code_of,
 )
-from mailing.transitions import cancel_messages_of_client, settle_pending, start_if_due, unleased
+from mailing.transitions import (
+    cancel_messages_of_client,
+    cancel_messages_of_phone,
+    settle_pending,
+    start_if_due,
+    unleased,
+)
 
 logger = logging.getLogger("mailing.services")
 
@@ -241,6 +247,36 @@ def delete_client(client: Client, *, actor: Actor | None = None) -> None:
         cancelled,
         extra={"client_id": client_id, "cancelled_messages": cancelled},
     )
+
+
+# --- Opt-outs (do not contact) -----------------------------------------------------
+
+
+def opt_out(phone: str, *, actor: Actor | None = None) -> tuple[OptOut, bool]:
+    """Never text this phone again: idempotent (an opted-out phone stays as it was);
+    its pending messages in running mailings are cancelled with the reason. Returns the
+    opt-out and whether it is new."""
+    check_phone(phone)
+    now = timezone_now()
+    with transaction.atomic():
+        entry, created = OptOut.objects.get_or_create(phone=phone)
+        if not created:
+            return entry, False
+        cancelled = cancel_messages_of_phone(phone, now)
+        events.record(
+            events.OPT_OUT_ADDED, at=now, actor=actor, phone=phone, cancelled_messages=cancelled
+        )
+    logger.info("phone opted out; %d pending messages cancelled", cancelled)
+    return entry, True
+
+
+def remove_opt_out(phone: str, *, actor: Actor | None = None) -> None:
+    """The phone may be texted again; Http404-like ``OptOut.DoesNotExist`` if it was not out."""
+    with transaction.atomic():
+        entry = OptOut.objects.select_for_update().get(phone=phone)
+        entry.delete()
+        events.record(events.OPT_OUT_REMOVED, actor=actor, phone=phone)
+    logger.info("opt-out removed")
 
 
 def timezone_now() -> datetime:

@@ -119,6 +119,28 @@ def cancel_messages_of_clients(client_ids: list[int], now: datetime) -> int:
     return cancelled
 
 
+def cancel_messages_of_phone(phone: str, now: datetime) -> int:
+    """Cancel the unleased pending messages to one phone, in every mailing (an opt-out).
+
+    A message a worker holds right now is its worker's; it is cancelled by the next pass
+    (``settle_opted_out``) if it comes back pending."""
+    mailing_ids: Iterable[int] = (
+        Message.objects.filter(phone=phone, status=MessageStatus.PENDING)
+        .values_list("mailing_id", flat=True)
+        .distinct()
+    )
+    return sum(
+        settle_pending(
+            mailing_id,
+            MessageStatus.CANCELLED,
+            now,
+            only=Q(phone=phone),
+            reason=Reason.OPTED_OUT,
+        )
+        for mailing_id in sorted(set(mailing_ids))
+    )
+
+
 def reconcile_counters(mailing_id: int) -> dict[str, int]:
     """Recount a mailing's messages and correct its counters; returns the corrections made.
 

@@ -628,6 +628,7 @@ def test_preview_counts(api: Api) -> None:
 
     assert api.post("/mailings/preview", {}).json() == {
         "matching": 4,
+        "opted_out": 0,
         "reachable": 4,
         "timezones": 2,
         "segments": None,
@@ -635,7 +636,13 @@ def test_preview_counts(api: Api) -> None:
     body = api.post(
         "/mailings/preview", {"filter": {"operator_codes": ["916"], "tags": ["vip"]}}
     ).json()
-    assert body == {"matching": 2, "reachable": 2, "timezones": 2, "segments": None}
+    assert body == {
+        "matching": 2,
+        "opted_out": 0,
+        "reachable": 2,
+        "timezones": 2,
+        "segments": None,
+    }
 
     # 10:00-11:00 UTC: 13:00-14:00 in Moscow (inside 09-21), 20:00-21:00 in Vladivostok
     # (outside 09-12).
@@ -649,7 +656,13 @@ def test_preview_counts(api: Api) -> None:
             "end_at": iso(start + timedelta(hours=1)),
         },
     ).json()
-    assert body == {"matching": 3, "reachable": 2, "timezones": 2, "segments": None}
+    assert body == {
+        "matching": 3,
+        "opted_out": 0,
+        "reachable": 2,
+        "timezones": 2,
+        "segments": None,
+    }
 
 
 def test_preview_rejects_bad_input(api: Api) -> None:
@@ -942,6 +955,8 @@ def test_openapi_document_is_public_and_declares_errors() -> None:
         f"{BASE}/mailings/{{mailing_id}}/stats",
         f"{BASE}/mailings/{{mailing_id}}/messages",
         f"{BASE}/stats",
+        f"{BASE}/opt-outs",
+        f"{BASE}/opt-outs/{{phone}}",
         f"{BASE}/provider",
         f"{BASE}/mailings/{{mailing_id}}/events",
         f"{BASE}/messages/{{message_id}}/events",

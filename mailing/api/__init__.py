@@ -9,7 +9,7 @@ from __future__ import annotations
 from ninja import NinjaAPI
 from ninja.operation import Operation
 
-from mailing.api import clients, errors, events, mailings, system
+from mailing.api import clients, errors, events, mailings, optouts, system
 from mailing.api.auth import ApiTokenAuth
 from mailing.api.calllog import log_calls
 
@@ -38,5 +38,6 @@ errors.register(api)
 api.add_decorator(log_calls, mode="view")
 api.add_router("", clients.router)
 api.add_router("", mailings.router)
+api.add_router("", optouts.router)
 api.add_router("", system.router)
 api.add_router("", events.router)

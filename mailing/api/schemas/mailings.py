@@ -204,9 +204,10 @@ class PreviewIn(InputSchema):
 
 class PreviewOut(Schema):
     matching: int = Field(description="Clients the filter matches.")
+    opted_out: int = Field(description="Of those, clients whose phone opted out.")
     reachable: int = Field(
-        description="Of those, clients whose window opens inside [start_at, end_at) "
-        "(all matching ones without a window or a period)."
+        description="Of those not opted out, clients whose window opens inside "
+        "[start_at, end_at) (all of them without a window or a period)."
     )
     timezones: int
     segments: SegmentsOut | None = Field(None, description="Of the `text` given, if any.")
