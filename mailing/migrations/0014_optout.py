@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('mailing', '0012_apitoken_expires_at'),
+        ('mailing', '0013_mailing_guard_rails'),
     ]
 
     operations = [
