@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('mailing', '0013_mailing_guard_rails'),
+        ('mailing', '0014_client_imports'),
     ]
 
     operations = [
