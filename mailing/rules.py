@@ -364,6 +364,14 @@ def failure_pause_reason(recent: str, attempts: int, threshold: float) -> str | 
 DRAFT_ENDED = "The draft's end has passed; move its end before launching it."
 
 
+COPY_SUFFIX = " (copy)"
+
+
+def copy_name(name: str) -> str:
+    """The name of a clone: the source's, marked as a copy, within the name's limit."""
+    return name[: NAME_MAX_LENGTH - len(COPY_SUFFIX)].rstrip() + COPY_SUFFIX
+
+
 def needs_typed_confirmation(audience: int, threshold: int) -> bool:
     """Above the threshold (settings.LAUNCH_CONFIRM_THRESHOLD) staff type the count."""
     return audience > threshold

@@ -513,6 +513,34 @@ def _transition(mailing: Mailing, action: Action, **values: object) -> None:
         raise StateConflict(rules.refusal(mailing.status, action))
 
 
+def clone_mailing(
+    mailing: Mailing, *, now: datetime | None = None, actor: Actor | None = None
+) -> Mailing:
+    """A new draft with the same text, filter and window, named as a copy. Its period is
+    the source's, or (when that has ended) as long, from now."""
+    now = now or timezone_now()
+    start_at, end_at = mailing.start_at, mailing.end_at
+    if end_at <= now:
+        start_at, end_at = now, now + (mailing.end_at - mailing.start_at)
+    with transaction.atomic():
+        copy = create_mailing(
+            name=rules.copy_name(mailing.name),
+            start_at=start_at,
+            end_at=end_at,
+            text=mailing.text,
+            operator_codes=list(mailing.operator_codes),
+            tags=list(mailing.tags),
+            send_window=mailing.send_window,
+            draft=True,
+            now=now,
+            actor=actor,
+        )
+        events.record(
+            events.MAILING_CLONED, mailing_id=mailing.pk, at=now, actor=actor, copy_id=copy.pk
+        )
+    return copy
+
+
 def launch_mailing(
     mailing: Mailing, *, now: datetime | None = None, actor: Actor | None = None
 ) -> Mailing:

@@ -949,6 +949,7 @@ def test_openapi_document_is_public_and_declares_errors() -> None:
         f"{BASE}/mailings/{{mailing_id}}",
         f"{BASE}/mailings/{{mailing_id}}/launch",
         f"{BASE}/mailings/{{mailing_id}}/test",
+        f"{BASE}/mailings/{{mailing_id}}/clone",
         f"{BASE}/mailings/{{mailing_id}}/pause",
         f"{BASE}/mailings/{{mailing_id}}/resume",
         f"{BASE}/mailings/{{mailing_id}}/cancel",

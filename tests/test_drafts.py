@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -263,3 +263,36 @@ def test_a_provider_that_does_not_answer_is_an_outcome_within_the_bound(api: Api
     mailing = api.post("/mailings", mailing_body(draft=True)).json()
     response = api.post(f"/mailings/{mailing['id']}/test", {"phone": "79161112233"})
     assert response.status_code == 200 and response.json()["outcome"] == "retry"
+
+
+# --- Clone ------------------------------------------------------------------------------
+
+
+def test_clone_makes_a_draft_copy_and_an_ended_period_moves_to_now(api: Api) -> None:
+    source = api.post(
+        "/mailings",
+        mailing_body(
+            name="N" * 120,
+            filter={"operator_codes": ["916"], "tags": ["vip"]},
+            send_window={"start": "09:00", "end": "21:00"},
+        ),
+    ).json()
+    copy = api.post(f"/mailings/{source['id']}/clone")
+    assert copy.status_code == 201
+    body = copy.json()
+    assert body["status"] == "draft" and body["id"] != source["id"]
+    assert body["name"] == "N" * 113 + " (copy)" and len(body["name"]) == 120
+    for field in ("text", "filter", "send_window", "start_at", "end_at"):
+        assert body[field] == source[field], field
+    assert Event.objects.filter(mailing_id=source["id"], kind="mailing.cloned").get().data == {
+        "copy_id": body["id"]
+    }
+    Mailing.objects.filter(pk=source["id"]).update(
+        start_at=future(-5), end_at=future(-3), status=MailingStatus.FINISHED
+    )
+    moved = api.post(f"/mailings/{source['id']}/clone").json()
+    assert moved["status"] == "draft"
+    length = datetime.fromisoformat(moved["end_at"]) - datetime.fromisoformat(moved["start_at"])
+    assert length == timedelta(hours=2)
+    assert datetime.fromisoformat(moved["end_at"]) > timezone.now()
+    assert api.post("/mailings/999999/clone").status_code == 404

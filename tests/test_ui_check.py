@@ -203,3 +203,13 @@ def test_the_test_box_sends_shows_the_outcome_and_remembers_the_phone(
     page = web.get(check_url(mailing)).content.decode()
     assert 'value="79165550101"' in page
     assert Mailing.objects.get().status == MailingStatus.DRAFT
+
+
+def test_the_clone_button_opens_the_copy_for_editing(web):
+    source = draft()
+    response = post(web, reverse("dashboard:mailing_clone", args=[source.pk]), {})
+    copy = Mailing.objects.exclude(pk=source.pk).get()
+    assert response["Location"] == reverse("dashboard:mailing_edit", args=[copy.pk])
+    assert copy.name == "Autumn (copy)" and copy.status == MailingStatus.DRAFT
+    assert copy.text == source.text
+    assert Event.objects.get(kind="mailing.cloned").actor_name == "alice@example.com"

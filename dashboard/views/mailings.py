@@ -246,6 +246,14 @@ def mailing_check(request, pk: int):
 
 @staff_required
 @require_POST
+def mailing_clone(request, pk: int):
+    copy = services.clone_mailing(selectors.get_mailing(pk), actor=Actor.of_request(request))
+    messages.success(request, f"Draft “{copy.name}” created; nothing is sent yet.")
+    return redirect("dashboard:mailing_edit", pk=copy.pk)
+
+
+@staff_required
+@require_POST
 def mailing_test_send(request, pk: int):
     """The check page's test box: one text to one phone, its outcome shown in place."""
     mailing = selectors.get_mailing(pk)

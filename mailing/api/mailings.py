@@ -148,6 +148,19 @@ def send_test(request: HttpRequest, mailing_id: ObjectId, payload: TestSendIn) -
 
 
 @router.post(
+    "/mailings/{mailing_id}/clone",
+    response=responses({201: MailingOut}, not_found=True),
+)
+def clone_mailing(request: HttpRequest, mailing_id: ObjectId) -> Status:
+    """A new draft with the same text, filter and window, its name marked as a copy; the
+    period is the source's, or as long from now when that has ended."""
+    copy = services.clone_mailing(
+        selectors.get_mailing(mailing_id), actor=Actor.of_request(request)
+    )
+    return Status(201, copy)
+
+
+@router.post(
     "/mailings/{mailing_id}/pause",
     response=responses({200: MailingOut}, not_found=True, conflict=True),
 )
