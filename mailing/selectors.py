@@ -134,6 +134,11 @@ def recent_client_imports(limit: int = RECENT_MAILINGS) -> QuerySet[ClientImport
     return ClientImport.objects.defer("data").order_by("-id")[:limit]
 
 
+def get_client_import(import_id: int) -> ClientImport:
+    """The import of a URL (without its file's bytes); Http404 when there is none."""
+    return get_object_or_404(ClientImport.objects.defer("data"), pk=import_id)
+
+
 def client_import_errors(record: ClientImport) -> QuerySet[ClientImportError]:
     return ClientImportError.objects.filter(client_import=record).order_by("line", "id")
 

@@ -208,7 +208,7 @@ def _import_context(record: ClientImport) -> dict[str, object]:
 @staff_required
 @require_GET
 def client_import_detail(request, pk: int):
-    record = get_object_or_404(ClientImport.objects.defer("data"), pk=pk)
+    record = selectors.get_client_import(pk)
     return render(request, "dashboard/clients/import_detail.html", _import_context(record))
 
 
@@ -216,14 +216,14 @@ def client_import_detail(request, pk: int):
 @require_GET
 def client_import_status(request, pk: int):
     """The import's panel, polled by its page while a job works on it."""
-    record = get_object_or_404(ClientImport.objects.defer("data"), pk=pk)
+    record = selectors.get_client_import(pk)
     return render(request, "dashboard/clients/_import_status.html", _import_context(record))
 
 
 @staff_required
 @require_POST
 def client_import_confirm(request, pk: int):
-    record = get_object_or_404(ClientImport.objects.defer("data"), pk=pk)
+    record = selectors.get_client_import(pk)
     form = ui_forms.ImportConfirmForm(request.POST)
     if form.is_valid():
         if imports.confirm(record, update_existing=form.cleaned_data["update_existing"]):

@@ -5,14 +5,13 @@ from __future__ import annotations
 import csv
 
 from django.http import StreamingHttpResponse
-from django.shortcuts import get_object_or_404, redirect
+from django.shortcuts import redirect
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from dashboard.filters import filter_query, filtered_clients
 from dashboard.views.common import staff_required
 from mailing import selectors
-from mailing.models import ClientImport
 
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -79,7 +78,7 @@ def mailing_export(request, pk: int):
 @require_GET
 def client_import_errors(request, pk: int):
     """Every invalid row of an import, with its line and reason."""
-    record = get_object_or_404(ClientImport.objects.defer("data"), pk=pk)
+    record = selectors.get_client_import(pk)
     columns = ("line", "phone", "reason")
     rows = selectors.client_import_errors(record).values_list(*columns)
     return _csv_response(columns, rows, f"client-import-{record.pk}-errors.csv")
