@@ -12,7 +12,9 @@ graceful_timeout = 25
 worker_tmp_dir = "/dev/shm"  # noqa: S108 - gunicorn's own files, a tmpfs of the container
 accesslog = "-"
 errorlog = "-"
-forwarded_allow_ips = "*"  # behind the ingress / compose network only
+# Whose X-Forwarded-Proto (and the like) gunicorn believes: the proxies' addresses or
+# networks, never "*" (any client could claim HTTPS). gunicorn's own default otherwise.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 
 
 def child_exit(server, worker):

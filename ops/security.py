@@ -58,12 +58,21 @@ class ContentSecurityPolicyMiddleware:
         return response
 
 
-def _client_address(request: HttpRequest) -> str:
-    # Behind a proxy, REMOTE_ADDR is the proxy: trust X-Forwarded-For only when told to.
-    if settings.TRUST_X_FORWARDED_FOR:
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        if forwarded:
-            return forwarded.split(",")[0].strip()
+def client_address(request: HttpRequest) -> str:
+    """The address of the client, as far as the configured proxies vouch for it.
+
+    Each of the TRUSTED_PROXY_COUNT proxies in front of the app appends the address it got
+    the request from to ``X-Forwarded-For``; whatever stands left of those entries was
+    written by the client and proves nothing. So the client is the entry the outermost
+    trusted proxy added: the N-th from the right. With no trusted proxy (the default), or
+    fewer entries than proxies, it is the peer address itself.
+    """
+    proxies = settings.TRUSTED_PROXY_COUNT
+    if proxies > 0:
+        entries = [e.strip() for e in request.headers.get("X-Forwarded-For", "").split(",")]
+        entries = [entry for entry in entries if entry]
+        if len(entries) >= proxies:
+            return entries[-proxies]
     return request.META.get("REMOTE_ADDR", "")
 
 
@@ -78,27 +87,26 @@ class SignInRateLimitMiddleware:
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
-        self.limit = settings.LOGIN_RATE_LIMIT
-        self.window = settings.LOGIN_RATE_WINDOW_SECONDS
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        limit, window = settings.LOGIN_RATE_LIMIT, settings.LOGIN_RATE_WINDOW_SECONDS
         if (
-            self.limit > 0
+            limit > 0
             and request.method == "POST"
             and request.path.startswith(settings.LOGIN_RATE_LIMIT_PATHS)
         ):
-            bucket = int(time.time() // self.window)
-            key = f"signin-rate:{_client_address(request)}:{bucket}"
-            cache.add(key, 0, timeout=self.window * 2)
+            bucket = int(time.time() // window)
+            key = f"signin-rate:{client_address(request)}:{bucket}"
+            cache.add(key, 0, timeout=window * 2)
             try:
                 attempts = cache.incr(key)
             except ValueError:  # evicted between add and incr: count this one as the first
-                cache.set(key, 1, timeout=self.window * 2)
+                cache.set(key, 1, timeout=window * 2)
                 attempts = 1
-            if attempts > self.limit:
+            if attempts > limit:
                 body = render_to_string("errors/rate_limited.html", request=request)
                 response = HttpResponse(body, status=429)
-                response["Retry-After"] = str(self.window - int(time.time()) % self.window)
+                response["Retry-After"] = str(window - int(time.time()) % window)
                 return response
         return self.get_response(request)
 

@@ -363,7 +363,11 @@ LOGIN_REDIRECT_URL = "dashboard:home"
 LOGIN_RATE_LIMIT = int(env_number("LOGIN_RATE_LIMIT", 20, int))
 LOGIN_RATE_WINDOW_SECONDS = int(env_number("LOGIN_RATE_WINDOW_SECONDS", 300, int))
 LOGIN_RATE_LIMIT_PATHS = ("/accounts/", "/sign-in/")
-TRUST_X_FORWARDED_FOR = env_bool("TRUST_X_FORWARDED_FOR", False)
+# Proxies in front of the app that each append to X-Forwarded-For (the ingress: 1). The
+# client address is the entry the outermost one added; 0 trusts the header not at all.
+TRUSTED_PROXY_COUNT = int(env_number("TRUSTED_PROXY_COUNT", 0, int))
+if TRUSTED_PROXY_COUNT < 0:
+    raise ImproperlyConfigured("TRUSTED_PROXY_COUNT must be 0 or more")
 # The sign-in counter must be shared by every web process: Redis when there is one.
 CACHES = {
     "default": (

@@ -60,3 +60,64 @@ def test_an_unreachable_identity_provider_is_a_clear_503_not_an_error(settings):
     response = HttpClient().post("/accounts/oidc/sso/login/")
     assert response.status_code == 503
     assert b"Sign-in is unavailable right now" in response.content
+
+
+def forged_attempts(client: HttpClient, settings, forwarded: list[str]) -> list[int]:
+    settings.LOGIN_RATE_LIMIT = 3
+    return [
+        client.post("/accounts/oidc/sso/login/", HTTP_X_FORWARDED_FOR=value).status_code
+        for value in forwarded
+    ]
+
+
+def test_a_forged_forwarded_for_is_ignored_without_trusted_proxies(settings):
+    settings.TRUSTED_PROXY_COUNT = 0
+    client = HttpClient(REMOTE_ADDR="203.0.113.20")
+    statuses = forged_attempts(client, settings, [f"198.51.100.{n}" for n in range(6)])
+    assert statuses[3:] == [429, 429, 429]
+
+
+def test_behind_one_proxy_the_client_written_entries_do_not_count(settings):
+    """The ingress appends the real peer; rotating what stands left of it changes nothing."""
+    settings.TRUSTED_PROXY_COUNT = 1
+    client = HttpClient(REMOTE_ADDR="10.1.0.5")  # the ingress pod
+    forged = [f"198.51.100.{n}, 192.0.2.44" for n in range(6)]
+    assert forged_attempts(client, settings, forged)[3:] == [429, 429, 429]
+    # Another real client behind the same ingress is counted apart.
+    assert forged_attempts(client, settings, ["192.0.2.45"]) != [429]
+
+
+def test_behind_two_proxies_the_outer_ones_entry_is_the_client(settings):
+    settings.TRUSTED_PROXY_COUNT = 2
+    client = HttpClient(REMOTE_ADDR="10.1.0.5")
+    forged = [f"198.51.100.{n}, 192.0.2.50, 10.2.0.1" for n in range(6)]
+    assert forged_attempts(client, settings, forged)[3:] == [429, 429, 429]
+    # Fewer entries than proxies: the header is not believed, the peer is counted.
+    assert forged_attempts(HttpClient(REMOTE_ADDR="10.1.0.6"), settings, ["1.2.3.4"] * 4)[3] == 429
+
+
+def test_the_running_app_reaches_429_whatever_forwarded_for_says(live_server, settings):
+    import requests
+
+    settings.LOGIN_RATE_LIMIT = 3
+    url = f"{live_server.url}/accounts/oidc/sso/login/"
+    statuses = [
+        requests.post(
+            url, headers={"X-Forwarded-For": f"198.51.100.{n}"}, allow_redirects=False, timeout=10
+        ).status_code
+        for n in range(5)
+    ]
+    # The first attempts fail CSRF (403): counted all the same, as any flood would be.
+    assert statuses[3:] == [429, 429], statuses
+
+
+def test_gunicorn_believes_forwarded_headers_only_from_its_setting(monkeypatch):
+    import runpy
+
+    from django.conf import settings as django_settings
+
+    conf = str(django_settings.BASE_DIR / "deploy" / "gunicorn.conf.py")
+    monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
+    assert runpy.run_path(conf)["forwarded_allow_ips"] == "127.0.0.1,::1"
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.0.0.0/8")
+    assert runpy.run_path(conf)["forwarded_allow_ips"] == "10.0.0.0/8"
