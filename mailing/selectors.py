@@ -9,6 +9,8 @@ from typing import Any, Literal, TypedDict
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
@@ -97,6 +99,15 @@ def count_and_last_id(clients: QuerySet[Client]) -> tuple[int, int | None]:
 def existing_phones(phones: list[str]) -> set[str]:
     """Which of these phones some client already has."""
     return set(Client.objects.filter(phone__in=phones).values_list("phone", flat=True))
+
+
+def client_count() -> int:
+    return Client.objects.count()
+
+
+def mailing_ids() -> list[int]:
+    """Every mailing's id, deleted ones included, in order (what a counter check walks)."""
+    return list(Mailing.objects.order_by("id").values_list("id", flat=True))
 
 
 def visible_mailings() -> QuerySet[Mailing]:
@@ -314,6 +325,20 @@ def provider_health(now: datetime | None = None) -> ProviderHealth:
 
 
 # --- Staff UI -------------------------------------------------------------------------
+
+
+def find_user(username: str, *, staff_only: bool = False) -> User | None:
+    """The user with this username (only if staff, with ``staff_only``), or None."""
+    user_model = get_user_model()
+    users = user_model._default_manager.filter(**{user_model.USERNAME_FIELD: username})
+    if staff_only:
+        users = users.filter(is_staff=True)
+    return users.first()
+
+
+def live_tokens_named(user_id: int, name: str) -> QuerySet[ApiToken]:
+    """A staff member's unrevoked tokens with this label."""
+    return ApiToken.objects.filter(user_id=user_id, name=name, revoked_at__isnull=True)
 
 
 def tokens_of(user_id: int) -> QuerySet[ApiToken]:

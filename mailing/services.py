@@ -15,6 +15,8 @@ from datetime import datetime, time
 from typing import Any, TypeGuard
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -277,6 +279,18 @@ def remove_opt_out(phone: str, *, actor: Actor | None = None) -> None:
         entry.delete()
         events.record(events.OPT_OUT_REMOVED, actor=actor, phone=phone)
     logger.info("opt-out removed")
+
+
+# --- Staff ----------------------------------------------------------------------------
+
+
+def create_staff_user(username: str, *, email: str = "") -> User:
+    """A staff user with no usable password (create_user without one makes it unusable):
+    they sign in through OIDC or use API tokens."""
+    user_model = get_user_model()
+    return user_model._default_manager.create_user(
+        **{user_model.USERNAME_FIELD: username}, email=email, is_staff=True
+    )
 
 
 def timezone_now() -> datetime:

@@ -19,7 +19,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from mailing import events
+from mailing import events, selectors
 from mailing.actors import Actor
 from mailing.models import ApiToken
 from mailing.rules import TOKEN_MAX_DAYS, TOKEN_NAME_MAX_LENGTH
@@ -84,6 +84,14 @@ def revoke_token(token: ApiToken, *, actor: Actor | None = None) -> ApiToken:
         logger.info("API token revoked", extra={"token_id": token.pk, "token_prefix": token.prefix})
     token.refresh_from_db(fields=["revoked_at"])
     return token
+
+
+def reissue_token(user: User, name: str) -> str:
+    """Revoke ``user``'s live tokens labelled ``name`` and issue a fresh one; its raw key."""
+    for old in selectors.live_tokens_named(user.pk, name):
+        revoke_token(old)
+    _, key = issue_token(user, name)
+    return key
 
 
 def authenticate_key(key: str) -> User | None:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from mailing import selectors, services
 from mailing.rules import TOKEN_MAX_DAYS
 from mailing.tokens import issue_token
 
@@ -35,19 +35,14 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         username: str = options["username"]
-        user_model = get_user_model()
-        user = user_model._default_manager.filter(**{user_model.USERNAME_FIELD: username}).first()
+        user = selectors.find_user(username)
         if user is None:
             if not options["create_user"]:
                 raise CommandError(
                     f"No user {username!r}. Create one first (manage.py createsuperuser) "
                     "or pass --create-user."
                 )
-            user = user_model._default_manager.create_user(
-                **{user_model.USERNAME_FIELD: username}, is_staff=True
-            )
-            user.set_unusable_password()
-            user.save(update_fields=["password"])
+            user = services.create_staff_user(username)
             self.stderr.write(f"Created staff user {username!r}.")
         if not user.is_active:
             raise CommandError(f"User {username!r} is not active.")

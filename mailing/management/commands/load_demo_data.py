@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import itertools
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 
 from mailing import selectors, services
-from mailing.models import Client
 
+DEMO_USER = "demo"
 OPERATOR_CODES = ("900", "903", "916", "926", "977")
 TAGS = ("vip", "new", "regular", "")
 ZONES = (
@@ -36,12 +35,9 @@ class Command(BaseCommand):
         ]
         taken = selectors.existing_phones([row["phone"] for row in rows])
         services.create_clients([row for row in rows if row["phone"] not in taken])
-        user, created = get_user_model().objects.get_or_create(
-            username="demo", defaults={"is_staff": True, "email": "demo@example.com"}
+        user = selectors.find_user(DEMO_USER) or services.create_staff_user(
+            DEMO_USER, email="demo@example.com"
         )
-        if created:
-            user.set_unusable_password()
-            user.save()
         self.stdout.write(
-            f"Demo data: {Client.objects.count()} clients; staff user '{user.username}'."
+            f"Demo data: {selectors.client_count()} clients; staff user '{user.username}'."
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from mailing.models import Mailing
+from mailing import selectors
 from mailing.transitions import reconcile_counters
 
 
@@ -15,7 +15,7 @@ class Command(BaseCommand):
         parser.add_argument("--mailing", type=int, action="append", help="only these ids")
 
     def handle(self, *args, mailing=None, **options) -> None:
-        ids = mailing or list(Mailing.objects.order_by("id").values_list("id", flat=True))
+        ids = mailing or selectors.mailing_ids()
         corrected = 0
         for mailing_id in ids:
             corrections = reconcile_counters(mailing_id)

@@ -10,12 +10,11 @@ import sys
 import time
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 
 from devtools.provider import cli
-from mailing.models import ApiToken
-from mailing.tokens import issue_token, revoke_token
+from mailing import selectors
+from mailing.tokens import reissue_token
 
 STOP_GRACE_SECONDS = 15
 # SIGINT, what a terminal sends on Ctrl-C, is q2's graceful path: idle workers ignore it
@@ -134,13 +133,8 @@ class Command(BaseCommand):
 
     def _demo_token(self) -> str | None:
         """A fresh API token for the demo user; the one from the previous run is revoked."""
-        user = get_user_model().objects.filter(username=DEMO_USER, is_staff=True).first()
-        if user is None:
-            return None
-        for old in ApiToken.objects.filter(user=user, name=TOKEN_NAME, revoked_at__isnull=True):
-            revoke_token(old)
-        _, key = issue_token(user, TOKEN_NAME)
-        return key
+        user = selectors.find_user(DEMO_USER, staff_only=True)
+        return None if user is None else reissue_token(user, TOKEN_NAME)
 
     def _stop_all(self, children: dict[str, subprocess.Popen]) -> None:
         for name, child in children.items():
