@@ -121,3 +121,30 @@ def test_gunicorn_believes_forwarded_headers_only_from_its_setting(monkeypatch):
     assert runpy.run_path(conf)["forwarded_allow_ips"] == "127.0.0.1,::1"
     monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.0.0.0/8")
     assert runpy.run_path(conf)["forwarded_allow_ips"] == "10.0.0.0/8"
+
+
+def test_hsts_preload_only_when_asked(settings):
+    from django.test import override_settings
+
+    settings.SECURE_HSTS_SECONDS = 600
+    secure = {"wsgi.url_scheme": "https", "SERVER_PORT": "443"}
+    with override_settings(SECURE_HSTS_PRELOAD=False):
+        header = HttpClient().get("/sign-in/", secure=True, **secure)["Strict-Transport-Security"]
+        assert "preload" not in header and "max-age=600" in header
+    with override_settings(SECURE_HSTS_PRELOAD=True):
+        header = HttpClient().get("/sign-in/", secure=True, **secure)["Strict-Transport-Security"]
+        assert "preload" in header
+
+
+@pytest.mark.parametrize(
+    ("next_url", "kept"),
+    [
+        ("/clients/", True),
+        ("https://testserver/clients/", True),
+        ("http://testserver/clients/", False),  # DEBUG is off: no plain-HTTP redirect target
+        ("https://evil.example/", False),
+    ],
+)
+def test_sign_in_keeps_only_safe_next_urls(next_url, kept):
+    page = HttpClient().get("/sign-in/", {"next": next_url}).content.decode()
+    assert (f'value="{next_url}"' in page) == kept, page[:2000]

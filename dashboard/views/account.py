@@ -15,12 +15,19 @@ from dashboard.views.common import staff_required
 from mailing.rules import known_timezones
 
 
+def is_safe_next(request, url: str) -> bool:
+    """A redirect target on this host; outside DEBUG an absolute one must be HTTPS too."""
+    return url_has_allowed_host_and_scheme(
+        url, {request.get_host()}, require_https=not settings.DEBUG
+    )
+
+
 @require_GET
 def sign_in(request):
     if request.user.is_authenticated and request.user.is_staff:
         return redirect("dashboard:home")
     next_url = request.GET.get("next", "")
-    if not url_has_allowed_host_and_scheme(next_url, {request.get_host()}):
+    if not is_safe_next(request, next_url):
         next_url = ""
     login_url = reverse("openid_connect_login", kwargs={"provider_id": "sso"})
     return render(
@@ -45,6 +52,6 @@ def set_timezone(request):
         else:
             messages.error(request, "Unknown time zone.")
         candidate = form.cleaned_data["next"]
-        if candidate and url_has_allowed_host_and_scheme(candidate, {request.get_host()}):
+        if candidate and is_safe_next(request, candidate):
             next_url = candidate
     return redirect(next_url)
