@@ -307,26 +307,50 @@ def test_pause_and_resume(page, live_server, sso):
     assert mailing.status == "running"
 
 
-def test_csv_import_with_a_bad_row(page, live_server, sso, tmp_path):
+def test_csv_import_previews_then_imports_a_semicolon_file(
+    page, live_server, sso, tmp_path, monkeypatch
+):
+    from django_q.conf import Conf
     from playwright.sync_api import expect
 
+    # q2's sync mode: each job runs in the server's thread when its transaction commits.
+    monkeypatch.setattr(Conf, "SYNC", True)
     csv_file = tmp_path / "clients.csv"
-    csv_file.write_text(
-        "phone,timezone,tag\n"
-        "79161110001,Europe/Moscow,vip\n"
-        "not-a-phone,Europe/Moscow,vip\n"
-        "79161110002,Asia/Vladivostok,\n"
+    csv_file.write_bytes(
+        (
+            "phone;timezone;tag\r\n"
+            "+7 916 111-00-01;Europe/Moscow;постоянный\r\n"
+            "not-a-phone;Europe/Moscow;vip\r\n"
+            "8 (916) 111-00-02;Asia/Vladivostok;\r\n"
+        ).encode("cp1251")
     )
+    page.set_viewport_size({"width": 390, "height": 844})
     sign_in(page, live_server)
-    page.get_by_role("link", name="Clients").click()
+    page.goto(f"{live_server.url}/clients/")
     page.get_by_role("link", name="Import CSV").click()
     page.get_by_label("CSV file").set_input_files(str(csv_file))
-    page.get_by_role("button", name="Import").click()
+    page.get_by_role("button", name="Check the file").click()
+    expect(page.get_by_test_id("import-state")).to_have_text("Check before importing")
+    expect(page.get_by_test_id("import-counts")).to_contain_text("2 new clients")
+    preview = page.get_by_role("table", name="The first rows")
+    expect(preview).to_contain_text("постоянный")
+    expect(preview.get_by_role("row").nth(2)).to_contain_text("Phone must be 11 digits")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390 + 1
+    page.get_by_role("button", name="Import", exact=True).click()
     expect(page.get_by_test_id("created")).to_have_text("2")
     expect(page.get_by_test_id("invalid")).to_have_text("1")
     row = page.get_by_role("table", name="Invalid rows").get_by_role("row").nth(1)
     expect(row).to_contain_text("3")
-    expect(row).to_contain_text("Phone must be 11 digits")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390 + 1
+    # The clients page: newest first, counted, found by a part of the phone.
+    page.goto(f"{live_server.url}/clients/?q=8+(916)+111-00-02")
+    expect(page.get_by_test_id("client-count")).to_contain_text("1 client")
+    page.goto(f"{live_server.url}/clients/")
+    expect(page.get_by_test_id("client-count")).to_contain_text("2 clients")
+    # The header box ticks every row box (progressive enhancement of the bulk form).
+    page.get_by_label("Select every row shown").check()
+    assert page.locator('input[name="ids"]:checked').count() == 2
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390 + 1
 
 
 def test_phone_width_is_readable(page, live_server, sso):
