@@ -22,6 +22,7 @@ urlpatterns = [
     path("mailings/<int:pk>/edit/", mailings.mailing_edit, name="mailing_edit"),
     path("mailings/<int:pk>/check/", mailings.mailing_check, name="mailing_check"),
     path("mailings/<int:pk>/clone/", mailings.mailing_clone, name="mailing_clone"),
+    path("mailings/<int:pk>/resend/", mailings.mailing_resend, name="mailing_resend"),
     path("mailings/<int:pk>/test/", mailings.mailing_test_send, name="mailing_test_send"),
     path("mailings/<int:pk>/progress/", mailings.mailing_progress, name="mailing_progress"),
     path("mailings/<int:pk>/delete/", mailings.mailing_delete, name="mailing_delete"),

@@ -96,6 +96,10 @@ class Mailing(models.Model):
     start_at = models.DateTimeField()
     end_at = models.DateTimeField()
     text = models.TextField()
+    # A resend's audience is the clients whose messages in this mailing (its source) ended
+    # in one of these statuses, not its filter (a plain id: the source may be deleted).
+    resend_of = models.BigIntegerField(null=True, blank=True)
+    resend_statuses = models.JSONField(default=list, blank=True)
     operator_codes = models.JSONField(default=list, blank=True)
     tags = models.JSONField(default=list, blank=True)
     window_start = models.TimeField(null=True, blank=True)
@@ -232,6 +236,11 @@ class Mailing(models.Model):
     @property
     def editable_fields(self) -> frozenset[str]:
         return rules.EDITABLE_FIELDS[self.status]
+
+    @property
+    def unreached(self) -> int:
+        """Messages that failed or expired: what a resend would try again."""
+        return self.failed + self.expired
 
     @property
     def settled(self) -> int:

@@ -365,11 +365,12 @@ DRAFT_ENDED = "The draft's end has passed; move its end before launching it."
 
 
 COPY_SUFFIX = " (copy)"
+RESEND_SUFFIX = " (resend)"
 
 
-def copy_name(name: str) -> str:
-    """The name of a clone: the source's, marked as a copy, within the name's limit."""
-    return name[: NAME_MAX_LENGTH - len(COPY_SUFFIX)].rstrip() + COPY_SUFFIX
+def copy_name(name: str, suffix: str = COPY_SUFFIX) -> str:
+    """The name of a clone (or a resend): the source's, marked, within the name's limit."""
+    return name[: NAME_MAX_LENGTH - len(suffix)].rstrip() + suffix
 
 
 def needs_typed_confirmation(audience: int, threshold: int) -> bool:

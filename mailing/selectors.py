@@ -65,6 +65,26 @@ def matching_clients(operator_codes: list[str], tags: list[str]) -> QuerySet[Cli
     )
 
 
+def audience_of(mailing: Mailing, *, with_opted_out: bool = False) -> QuerySet[Client]:
+    """The clients a mailing texts: its filter's, or for a resend the clients whose messages
+    in its source ended in the chosen statuses (a subquery: set-based at any size); never
+    an opted-out phone unless asked (to count them)."""
+    if mailing.resend_of is None:
+        clients = Client.objects.filter(audience_filter(mailing.operator_codes, mailing.tags))
+    else:
+        unreached = Message.objects.filter(
+            mailing_id=mailing.resend_of,
+            status__in=mailing.resend_statuses,
+            client_id__isnull=False,
+        ).values("client_id")
+        clients = Client.objects.filter(pk__in=unreached)
+    return clients if with_opted_out else clients.filter(audience.not_opted_out())
+
+
+def resends_of(mailing: Mailing) -> QuerySet[Mailing]:
+    return Mailing.objects.filter(resend_of=mailing.pk).order_by("id")
+
+
 def list_clients(*, tag: str | None = None, operator_code: str | None = None) -> QuerySet[Client]:
     clients = Client.objects.order_by("id")
     if tag is not None:
@@ -192,12 +212,14 @@ def preview_audience(
     window: SendWindow | None = None,
     start_at: datetime | None = None,
     end_at: datetime | None = None,
+    clients: QuerySet[Client] | None = None,
 ) -> dict[str, int]:
-    """How many clients a filter matches and how many of them opted out; of the rest, with a
-    window and a period, how many have their local window open at some time inside it."""
+    """How many clients a filter (or ``clients``) matches and how many of them opted out; of
+    the rest, with a window and a period, how many have their window open inside it."""
+    if clients is None:
+        clients = Client.objects.filter(audience_filter(operator_codes, tags))
     rows = (
-        Client.objects.filter(audience_filter(operator_codes, tags))
-        .order_by()
+        clients.order_by()
         .values_list("timezone")
         .annotate(n=Count("id"), out=Count("id", filter=Q(audience.opted_out())))
         .values_list("timezone", "n", "out")
@@ -439,6 +461,7 @@ def launch_review(mailing: Mailing, now: datetime | None = None) -> dict[str, An
         window=mailing.send_window,
         start_at=starts_at,
         end_at=mailing.end_at,
+        clients=audience_of(mailing, with_opted_out=True),
     )
     counted: Segments = count_segments(mailing.text)
     reachable = audience["reachable"]

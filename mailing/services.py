@@ -533,26 +533,62 @@ def clone_mailing(
     """A new draft with the same text, filter and window, named as a copy. Its period is
     the source's, or (when that has ended) as long, from now."""
     now = now or timezone_now()
-    start_at, end_at = mailing.start_at, mailing.end_at
-    if end_at <= now:
-        start_at, end_at = now, now + (mailing.end_at - mailing.start_at)
     with transaction.atomic():
-        copy = create_mailing(
-            name=rules.copy_name(mailing.name),
-            start_at=start_at,
-            end_at=end_at,
-            text=mailing.text,
-            operator_codes=list(mailing.operator_codes),
-            tags=list(mailing.tags),
-            send_window=mailing.send_window,
-            draft=True,
-            now=now,
-            actor=actor,
-        )
+        copy = _draft_like(mailing, rules.copy_name(mailing.name), now, actor)
         events.record(
             events.MAILING_CLONED, mailing_id=mailing.pk, at=now, actor=actor, copy_id=copy.pk
         )
     return copy
+
+
+def resend_mailing(
+    mailing: Mailing,
+    *,
+    statuses: list[str],
+    now: datetime | None = None,
+    actor: Actor | None = None,
+) -> Mailing:
+    """A new draft to exactly the clients whose messages in this finished or cancelled
+    mailing ended in ``statuses`` (a subset of the unreached ones), less opted-out phones;
+    fanned out from the source's messages when it is launched."""
+    now = now or timezone_now()
+    chosen = sorted(set(statuses)) if isinstance(statuses, list | tuple) else []
+    if not chosen or not set(chosen) <= rules.UNREACHED_MESSAGE_STATUSES:
+        allowed = ", ".join(sorted(rules.UNREACHED_MESSAGE_STATUSES))
+        raise ValidationError({"statuses": [f"Choose one or more of: {allowed}."]})
+    if not mailing.is_final:
+        raise StateConflict(f"A {mailing.status} mailing cannot be resent; wait for its end.")
+    with transaction.atomic():
+        copy = _draft_like(mailing, rules.copy_name(mailing.name, rules.RESEND_SUFFIX), now, actor)
+        Mailing.objects.filter(pk=copy.pk).update(resend_of=mailing.pk, resend_statuses=chosen)
+        events.record(
+            events.MAILING_RESENT,
+            mailing_id=mailing.pk,
+            at=now,
+            actor=actor,
+            copy_id=copy.pk,
+            statuses=chosen,
+        )
+    copy.refresh_from_db()
+    return copy
+
+
+def _draft_like(mailing: Mailing, name: str, now: datetime, actor: Actor | None) -> Mailing:
+    start_at, end_at = mailing.start_at, mailing.end_at
+    if end_at <= now:
+        start_at, end_at = now, now + (mailing.end_at - mailing.start_at)
+    return create_mailing(
+        name=name,
+        start_at=start_at,
+        end_at=end_at,
+        text=mailing.text,
+        operator_codes=list(mailing.operator_codes),
+        tags=list(mailing.tags),
+        send_window=mailing.send_window,
+        draft=True,
+        now=now,
+        actor=actor,
+    )
 
 
 def launch_mailing(

@@ -37,6 +37,7 @@ CLIENT_KEYS = {"id", "phone", "operator_code", "tag", "timezone"}
 MAILING_KEYS = {
     "id",
     "name",
+    "resend_of",
     "rate_limit",
     "pause_reason",
     "segments",
@@ -950,6 +951,7 @@ def test_openapi_document_is_public_and_declares_errors() -> None:
         f"{BASE}/mailings/{{mailing_id}}/launch",
         f"{BASE}/mailings/{{mailing_id}}/test",
         f"{BASE}/mailings/{{mailing_id}}/clone",
+        f"{BASE}/mailings/{{mailing_id}}/resend",
         f"{BASE}/mailings/{{mailing_id}}/pause",
         f"{BASE}/mailings/{{mailing_id}}/resume",
         f"{BASE}/mailings/{{mailing_id}}/cancel",

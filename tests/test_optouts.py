@@ -116,3 +116,66 @@ def test_an_opted_out_phone_is_never_sent_while_the_rest_are(provider, dispatche
     opted = Message.objects.get(mailing=mailing, phone=clients[5].phone)
     assert provider.recorder.count_of(opted.pk) == 0
     assert provider.recorder.unique_accepted == 19
+
+
+# --- Resend to the unreached ------------------------------------------------------------
+
+
+def finished_with_outcomes(clients, failed: int, expired: int) -> Mailing:
+    mailing = running()
+    lifecycle.tick(timezone.now())
+    ids = list(Message.objects.filter(mailing=mailing).order_by("id").values_list("id", flat=True))
+    Message.objects.filter(id__in=ids[:failed]).update(status=MessageStatus.FAILED)
+    Message.objects.filter(id__in=ids[failed : failed + expired]).update(
+        status=MessageStatus.EXPIRED
+    )
+    Message.objects.filter(id__in=ids[failed + expired :]).update(status=MessageStatus.SENT)
+    sent = len(ids) - failed - expired
+    Mailing.objects.filter(pk=mailing.pk).update(
+        pending=0, failed=failed, expired=expired, sent=sent
+    )
+    lifecycle.tick(timezone.now())
+    mailing.refresh_from_db()
+    assert mailing.status == "finished"
+    return mailing
+
+
+def test_resend_reaches_exactly_the_unreached_and_not_the_opted_out(api: Api) -> None:
+    clients = make_clients(10)
+    source = finished_with_outcomes(clients, failed=3, expired=2)
+    failed_clients = set(
+        Message.objects.filter(mailing=source, status="failed").values_list("client_id", flat=True)
+    )
+    opted = Message.objects.filter(mailing=source, status="failed").order_by("id").first()
+    services.opt_out(opted.phone)
+
+    response = api.post(f"/mailings/{source.pk}/resend", {"statuses": ["failed"]})
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["status"] == "draft" and body["resend_of"] == source.pk
+    assert body["name"].endswith(" (resend)")
+    assert api.post(f"/mailings/{body['id']}/launch").json()["status"] == "running"
+    lifecycle.tick(timezone.now())
+    resent = set(Message.objects.filter(mailing_id=body["id"]).values_list("client_id", flat=True))
+    assert resent == failed_clients - {opted.client_id}
+    assert Event.objects.get(mailing_id=source.pk, kind="mailing.resent").data == {
+        "copy_id": body["id"],
+        "statuses": ["failed"],
+    }
+    both = api.post(f"/mailings/{source.pk}/resend", {"statuses": ["expired", "failed"]}).json()
+    api.post(f"/mailings/{both['id']}/launch")
+    lifecycle.tick(timezone.now())
+    assert Message.objects.filter(mailing_id=both["id"]).count() == 4  # 3 + 2, less one out
+
+
+def test_resend_refuses_what_it_cannot_do(api: Api) -> None:
+    make_clients(2)
+    live = running()
+    assert api.post(f"/mailings/{live.pk}/resend", {"statuses": ["failed"]}).status_code == 409
+    assert ["body", "statuses", 0] in error_locs(
+        api.post(f"/mailings/{live.pk}/resend", {"statuses": ["sent"]})
+    )
+    assert ["body", "statuses"] in error_locs(
+        api.post(f"/mailings/{live.pk}/resend", {"statuses": []})
+    )
+    assert api.post("/mailings/999999/resend", {"statuses": ["failed"]}).status_code == 404

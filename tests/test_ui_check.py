@@ -213,3 +213,28 @@ def test_the_clone_button_opens_the_copy_for_editing(web):
     assert copy.name == "Autumn (copy)" and copy.status == MailingStatus.DRAFT
     assert copy.text == source.text
     assert Event.objects.get(kind="mailing.cloned").actor_name == "alice@example.com"
+
+
+def test_a_finished_mailing_offers_a_resend_to_its_unreached(web):
+    make_clients(3)
+    source = draft(draft=False)
+    from mailing.engine import lifecycle
+    from mailing.models import Message
+
+    lifecycle.tick(timezone.now())
+    first = Message.objects.filter(mailing=source).order_by("id").first()
+    Message.objects.filter(pk=first.pk).update(status="failed")
+    Message.objects.filter(mailing=source).exclude(pk=first.pk).update(status="sent")
+    Mailing.objects.filter(pk=source.pk).update(pending=0, failed=1, sent=2)
+    lifecycle.tick(timezone.now())
+    detail = reverse("dashboard:mailing_detail", args=[source.pk])
+    assert "Resend to 1 unreached" in web.get(detail).content.decode()
+    response = post(
+        web,
+        reverse("dashboard:mailing_resend", args=[source.pk]),
+        {"statuses": ["failed", "expired"]},
+    )
+    copy = Mailing.objects.get(resend_of=source.pk)
+    assert response["Location"] == check_url(copy)
+    assert 'data-testid="check-reachable">1<' in web.get(check_url(copy)).content.decode()
+    assert "Resent as" in web.get(detail).content.decode()

@@ -179,6 +179,7 @@ def mailing_detail(request, pk: int):
             "filter": filterset,
             "table": table,
             "events": selectors.latest_events(selectors.events_for(mailing_id=mailing.pk)),
+            "resends": selectors.resends_of(mailing),
             **_progress_context(request, mailing),
         },
     )
@@ -250,6 +251,26 @@ def mailing_clone(request, pk: int):
     copy = services.clone_mailing(selectors.get_mailing(pk), actor=Actor.of_request(request))
     messages.success(request, f"Draft “{copy.name}” created; nothing is sent yet.")
     return redirect("dashboard:mailing_edit", pk=copy.pk)
+
+
+@staff_required
+@require_POST
+def mailing_resend(request, pk: int):
+    """The button of a finished or cancelled mailing: a draft to its failed and expired."""
+    try:
+        copy = services.resend_mailing(
+            selectors.get_mailing(pk),
+            statuses=request.POST.getlist("statuses"),
+            actor=Actor.of_request(request),
+        )
+    except ValidationError as invalid:
+        messages.error(request, "; ".join(invalid.messages))
+        return redirect("dashboard:mailing_detail", pk=pk)
+    except StateConflict as conflict:
+        messages.error(request, str(conflict))
+        return redirect("dashboard:mailing_detail", pk=pk)
+    messages.success(request, f"Draft “{copy.name}” created; nothing is sent yet.")
+    return redirect("dashboard:mailing_check", pk=copy.pk)
 
 
 @staff_required

@@ -24,6 +24,7 @@ from mailing.api.schemas.mailings import (
     MailingStatsOut,
     PreviewIn,
     PreviewOut,
+    ResendIn,
     TestSendIn,
     TestSendOut,
 )
@@ -156,6 +157,22 @@ def clone_mailing(request: HttpRequest, mailing_id: ObjectId) -> Status:
     period is the source's, or as long from now when that has ended."""
     copy = services.clone_mailing(
         selectors.get_mailing(mailing_id), actor=Actor.of_request(request)
+    )
+    return Status(201, copy)
+
+
+@router.post(
+    "/mailings/{mailing_id}/resend",
+    response=responses({201: MailingOut}, not_found=True, conflict=True, body=True),
+)
+def resend_mailing(request: HttpRequest, mailing_id: ObjectId, payload: ResendIn) -> Status:
+    """A new draft to exactly the clients whose messages here ended in `statuses` (less
+    opted-out phones), fanned out from this mailing's messages when launched. 409 unless
+    this mailing is finished or cancelled."""
+    copy = services.resend_mailing(
+        selectors.get_mailing(mailing_id),
+        statuses=list(payload.statuses),
+        actor=Actor.of_request(request),
     )
     return Status(201, copy)
 

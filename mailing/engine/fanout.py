@@ -40,7 +40,7 @@ from django.db.models import Case, DateTimeField, Expression, F, QuerySet, Value
 from mailing import events, sql
 from mailing.models import Client, Mailing, MessageStatus
 from mailing.rules import FANOUT_FIRST_CHUNK, Reason
-from mailing.selectors import matching_clients
+from mailing.selectors import audience_of
 from mailing.windows import next_window_opening
 
 logger = logging.getLogger("mailing.engine")
@@ -133,7 +133,7 @@ def fan_out_chunk(mailing: Mailing, now: datetime) -> Chunk:
     if state is None or state[1] is not None:
         return Chunk(done=True, lost=True)
     cursor = state[0]
-    audience = matching_clients(mailing.operator_codes, mailing.tags).filter(pk__gt=cursor)
+    audience = audience_of(mailing).filter(pk__gt=cursor)
     size = chunk_size(cursor)
     last = None
     if size is not None:

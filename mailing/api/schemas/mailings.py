@@ -139,6 +139,9 @@ class MailingOut(Schema):
     )
     stats: Counters
     segments: SegmentsOut
+    resend_of: int | None = Field(
+        description="The mailing this one resends to the unreached of (null: none)."
+    )
 
     @staticmethod
     def resolve_segments(obj: Mailing) -> dict[str, object]:
@@ -181,6 +184,12 @@ class MailingStatsOut(Schema):
     progress: float = Field(ge=0, le=1, description="Share of messages no longer pending.")
     fanned_out: bool
     failure_reasons: list[FailureReason]
+
+
+class ResendIn(InputSchema):
+    statuses: list[Literal["failed", "expired", "cancelled"]] = Field(
+        min_length=1, max_length=3, description="The final statuses (not sent) to resend to."
+    )
 
 
 class TestSendIn(InputSchema):
