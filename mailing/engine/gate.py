@@ -151,10 +151,11 @@ class SendGate:
             self._throttled_until = max(self._throttled_until, self.clock.monotonic() + pause)
 
     def credentials_refused(self) -> None:
-        """Our results showed a refusal: pause, and count it as the latest probe."""
+        """Our results showed a refusal, now recorded for every worker: stay paused. The
+        next probe is due ``auth_retry_seconds`` after the refusal was observed
+        (``observe``), not after it was recorded, which may be later."""
         self._credentials_refused = True
         self._refusal_unrecorded = False
-        self._last_credentials_probe = self.clock.monotonic()
 
     def credentials_accepted(self) -> None:
         self._credentials_refused = False
