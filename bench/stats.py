@@ -38,11 +38,12 @@ def generate(mailings: int, messages: int, clients: int) -> None:
             [clients],
         )
         cur.execute(
-            "INSERT INTO mailing_mailing (id, start_at, end_at, text, operator_codes, tags, "
+            "INSERT INTO mailing_mailing (id, name, start_at, end_at, text, resend_statuses, "
+            "operator_codes, tags, "
             "status, fanout_started_at, fanned_out_at, finished_at, created_at, updated_at, "
             "total, pending, sent, failed, expired, cancelled) "
-            "SELECT m, now() - interval '2 days', now() + interval '1 day', "
-            "'Benchmark mailing ' || m, '[]', '[\"bench\"]', "
+            "SELECT m, 'Benchmark ' || m, now() - interval '2 days', now() + interval '1 day', "
+            "'Benchmark mailing ' || m, '[]', '[]', '[\"bench\"]', "
             "CASE WHEN m %% 10 = 0 THEN 'running' ELSE 'finished' END, "
             "now() - interval '2 days', now() - interval '2 days', "
             "CASE WHEN m %% 10 = 0 THEN NULL ELSE now() END, now(), now(), 0, 0, 0, 0, 0, 0 "
