@@ -7,7 +7,9 @@ bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("GUNICORN_WORKERS", "3"))
 threads = int(os.environ.get("GUNICORN_THREADS", "2"))
 timeout = 30
-graceful_timeout = 25
+# SIGTERM (`docker stop`, Kubernetes) must stop the web within 10 s (docker's own wait): a
+# request in flight gets 6 s to finish, then its worker is killed.
+graceful_timeout = 6
 # Workers' heartbeat files in memory: a container's /tmp may be a slow overlay.
 worker_tmp_dir = "/dev/shm"  # noqa: S108 - gunicorn's own files, a tmpfs of the container
 accesslog = "-"

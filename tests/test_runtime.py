@@ -195,3 +195,53 @@ def test_sigterm_stops_the_worker_within_10_s_and_a_restart_sends_the_rest(provi
     # A clean stop loses no answer, so nothing was delivered twice.
     assert provider.recorder.duplicates() == {}
     save_figures(f"sigterm-worker-{'group' if to_group else 'main'}", {"stop_seconds": took})
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+def test_sigkill_of_the_whole_qcluster_tree_loses_nothing(provider):
+    make_clients(1000)
+    provider.update_config(latency_ms=100)
+    env = worker_env(
+        provider,
+        Q_CLUSTER_NAME=f"test-{uuid.uuid4().hex[:8]}",
+        Q_WORKERS="1",
+        DISPATCHER_SLOTS="2",
+        CLAIM_LEASE_SECONDS="3",
+        SEND_CONCURRENCY="20",
+    )
+    mailing = services.create_mailing(start_at=timezone.now(), end_at=now_plus(600), text="OOM")
+    with start_process(["qcluster"], env) as cluster:
+        wait_for(lambda: len(dispatcher_pids()) == 2, 30, 0.1)
+        wait_for(lambda: Mailing.objects.get(pk=mailing.pk).sent >= 100, 60, 0.1)
+        tree = descendants(cluster.pid)
+        # As an OOM kill of the container: sentinel, q2 workers and dispatchers at once.
+        os.killpg(cluster.pid, signal.SIGKILL)
+        seconds_until_exit(cluster, 10)
+        wait_for(lambda: not any(alive(pid) for pid in tree), 10)
+    in_flight = set(
+        Message.objects.filter(
+            mailing=mailing, status=MessageStatus.PENDING, claimed_by__isnull=False
+        ).values_list("id", flat=True)
+    )
+    assert in_flight, "the kill should have caught messages in flight"
+
+    with start_process(["qcluster"], env) as successor:
+        try:
+            wait_for(
+                lambda: Mailing.objects.get(pk=mailing.pk).status == MailingStatus.FINISHED, 90, 0.2
+            )
+        finally:
+            stop_process(successor, signal.SIGINT)
+    mailing.refresh_from_db()
+    assert mailing.sent == 1000
+    assert set(provider.recorder.first_accepted_at()) == set(
+        Message.objects.filter(mailing=mailing).values_list("id", flat=True)
+    )
+    # At-least-once, bounded: only what was in flight at the kill was delivered twice.
+    duplicates = provider.recorder.duplicates()
+    assert set(duplicates) <= in_flight
+    save_figures(
+        "qcluster-tree-killed",
+        {"messages": 1000, "in_flight_at_kill": len(in_flight), "delivered_twice": len(duplicates)},
+    )
