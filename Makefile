@@ -21,17 +21,21 @@ devtools/oidc/node_modules/.installed: devtools/oidc/package.json devtools/oidc/
 
 install: $(VENV)/.installed devtools/oidc/node_modules/.installed
 
+# The development targets run with DEBUG on unless told otherwise: outside DEBUG the app
+# refuses to start without real secrets (docs/security.md), and `make run` has none.
+DEV := DEBUG=$${DEBUG:-1}
+
 migrate: install
 	mkdir -p var
-	$(PY) manage.py migrate --noinput
+	$(DEV) $(PY) manage.py migrate --noinput
 
 demo: migrate
-	$(PY) manage.py load_demo_data
+	$(DEV) $(PY) manage.py load_demo_data
 
 # Web, q2 worker and the local stand-in of the send API, on SQLite and the ORM broker
 # unless DATABASE_URL / REDIS_URL say otherwise. Ctrl-C stops them all.
 run: demo
-	DEBUG=$${DEBUG:-1} $(PY) manage.py run_stack --host $(HOST) --port $(PORT) --probe-port $(PROBE_PORT)
+	$(DEV) $(PY) manage.py run_stack --host $(HOST) --port $(PORT) --probe-port $(PROBE_PORT)
 
 lint: install lint-config
 	$(PY) -m ruff check .
