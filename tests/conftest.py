@@ -77,6 +77,10 @@ class ChildProcess(subprocess.Popen):
     nobody reads fills up and blocks the child, and a blocking read has no deadline.
     ``output()`` reads what it wrote so far; ``stop()`` signals it and waits, bounded."""
 
+    # Every child started during the current test: the autouse fixture below kills what a
+    # failed test left running, so a leaked dispatcher never sends the next test's mailings.
+    started: list[ChildProcess] = []
+
     def __init__(self, args: list[str], **kwargs: object) -> None:
         # Closed by close() / __exit__, which outlive this constructor.
         self._stdout_file = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")  # noqa: SIM115
@@ -84,6 +88,7 @@ class ChildProcess(subprocess.Popen):
         super().__init__(
             args, stdout=self._stdout_file, stderr=self._stderr_file, text=True, **kwargs
         )
+        ChildProcess.started.append(self)
 
     def output(self) -> tuple[str, str]:
         """(stdout, stderr) as written so far."""
@@ -123,6 +128,18 @@ class ChildProcess(subprocess.Popen):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+@pytest.fixture(autouse=True)
+def no_child_outlives_its_test() -> Iterator[None]:
+    """Kill (with its process group) every child a test started and left running."""
+    ChildProcess.started.clear()
+    yield
+    leftovers, ChildProcess.started[:] = list(ChildProcess.started), []
+    for child in leftovers:
+        if child.returncode is None and child.poll() is None:
+            child._signal(signal.SIGKILL)
+            child.wait(timeout=10)
 
 
 def _read_all(file: object) -> str:

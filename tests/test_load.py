@@ -95,6 +95,9 @@ def start_gunicorn(port: int) -> ChildProcess:
     )
 
 
+# The test's own waits (60 s of load, up to 600 s for the mailing to finish) must be able to
+# fire before pytest-timeout's default of 300 s ends the test without its figures.
+@pytest.mark.timeout(900)
 def test_fifty_api_clients_while_a_large_mailing_sends(provider):
     insert_clients(MESSAGES)
     provider.update_config(error_rate=0.10, latency_ms=20)
